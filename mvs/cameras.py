@@ -13,7 +13,6 @@ Conventions (the only place they are defined):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -225,12 +224,13 @@ def stack_cameras(
 
 
 def look_at(
-    center: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])
+    center: np.ndarray, target: np.ndarray, up: np.ndarray | None = None
 ) -> np.ndarray:
     """(4, 4) world-to-camera extrinsics of a camera at ``center`` looking at ``target``.
 
     The image's y axis points as close to ``-up`` as possible (images are stored top-down).
     """
+    up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, dtype=np.float64)
     center = np.asarray(center, dtype=np.float64)
     forward = np.asarray(target, dtype=np.float64) - center
     forward /= np.linalg.norm(forward)

@@ -70,6 +70,24 @@ def relative_transform(from_extrinsics: torch.Tensor, to_extrinsics: torch.Tenso
     return compose_transformations(to_extrinsics, inverse_transformation(from_extrinsics))
 
 
+def unproject_pixels(
+    pixels: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, extrinsics: torch.Tensor
+) -> torch.Tensor:
+    """World points at given pixels and depths.
+
+    Args:
+        pixels: (B, N, 2) pixel coordinates (x, y).
+        depth: (B, N) camera-frame z.
+        intrinsics: (B, 3, 3).
+        extrinsics: (B, 4, 4) world-to-camera.
+
+    Returns:
+        (B, N, 3) world coordinates.
+    """
+    rays = torch.einsum("bij,bnj->bni", torch.linalg.inv(intrinsics), convert_points_to_homogeneous(pixels))
+    return transform_points(inverse_transformation(extrinsics), rays * depth[..., None])
+
+
 def backproject_depth(
     depth: torch.Tensor, intrinsics: torch.Tensor, extrinsics: torch.Tensor
 ) -> torch.Tensor:
