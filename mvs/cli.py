@@ -188,15 +188,146 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train the network in this process (the Ray job wraps the same code)",
+        description="Train on a DTU training layout, scene folders, or synthetic scans generated on the spot. "
+        "Options come from --config YAML and key=value overrides, e.g. optim.lr=5e-4 data.train=data/dtu.",
+    )
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.epochs=4 model.hypotheses=[32,16,8]")
+    p.add_argument("--config", type=Path, help="YAML file (a run's config.yaml works)")
+    p.add_argument("--out", help="run folder (re-using one resumes it)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mvs.config import apply_overrides, from_dict, load_config, to_dict
+    from mvs.training import TrainConfig, train
+
+    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    if args.config:
+        config = load_config(TrainConfig, args.config, overrides)
+    else:
+        config = from_dict(TrainConfig, apply_overrides(to_dict(TrainConfig()), overrides))
+    result = train(config, progress=True)
+    print(f"run folder: {config.out} (best.pt, last.pt, config.yaml, metrics.jsonl)")
+    print(f"best validation score: {result['best_metric']:.4f}")
+    return 0
+
+
+def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
+    from mvs.inference import ReconstructConfig
+
+    d = ReconstructConfig()
+    p = sub.add_parser(
+        "reconstruct", help="depth maps, confidence and a fused point cloud for a scene",
+        description="Run the network over every view of SCENE (MVSNet test layout), then fuse.",
+    )
+    p.add_argument("scene", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the checkpoint shipped with mvs")
+    p.add_argument("--max-dim", type=int, default=d.max_dim, help=f"longer image side processed (default {d.max_dim})")
+    p.add_argument("--num-views", type=int, default=d.num_views, help=f"reference + sources (default {d.num_views})")
+    p.add_argument("--depth-line", choices=["interval", "min_max"], default="interval")
+    p.add_argument("--no-fuse", action="store_true", help="stop after the depth maps")
+    p.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
+    _add_fusion_options(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from mvs.checkpoint import load_model
+    from mvs.data.scene import load_scene
+    from mvs.inference import ReconstructConfig, reconstruct_scene
+
+    if args.num_views < 2:
+        raise MVSInputError(f"--num-views must be at least 2 (a reference and a source), got {args.num_views}")
+    scene = load_scene(args.scene, args.depth_line)
+    model, _ = load_model(args.checkpoint, args.device)
+    config = ReconstructConfig(
+        max_dim=args.max_dim, num_views=args.num_views, device=args.device,
+        previews=not args.no_previews, fuse=not args.no_fuse, fusion=_fusion_config(args),
+    )
+    summary = reconstruct_scene(scene, model, args.out, config)
+    print(f"depth maps  : {args.out / 'depths'} ({summary['views']} views at "
+          f"{summary['processed_size'][0]}x{summary['processed_size'][1]}, "
+          f"{summary['seconds_per_view']:.2f} s/view)")
+    if config.previews:
+        print(f"previews    : {args.out / 'preview'}")
+    if config.fuse:
+        print(f"point cloud : {args.out / 'fused.ply'} ({summary['fused_points']:,} points)")
+    print(f"peak memory : {summary['peak_rss_gb']:.2f} GB")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a reconstruction against ground truth",
+        description="Score RECON (an `mvs reconstruct` folder, or a PLY) against ground truth: depth maps "
+        "against the scene's GT depths, and the fused cloud DTU-style against the synthetic scene's "
+        "gt_points.ply or the official DTU files (--dtu-root/--scan). Distances are in scene units.",
+    )
+    p.add_argument("recon", type=Path, help="reconstruction folder (depths/, fused.ply) or a PLY file")
+    p.add_argument("--scene", type=Path, required=True, help="the scene that was reconstructed")
+    p.add_argument("--out", type=Path, help="where scores, error PLYs and the PNG go (default RECON/evaluation)")
+    p.add_argument("--dtu-root", type=Path, help="official DTU evaluation data (Points/, ObsMask/)")
+    p.add_argument("--scan", type=int, help="DTU scan number, with --dtu-root")
+    p.add_argument("--spacing", type=float, default=0.2, help="thinning spacing (DTU: 0.2 mm)")
+    p.add_argument("--max-dist", type=float, default=20.0, help="outlier distance (DTU: 20 mm)")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="F-score thresholds")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mvs.data.scene import load_scene
+    from mvs.evaluation import EvalConfig, GroundTruth, evaluate_depth_folder, evaluate_point_cloud
+
+    scene = load_scene(args.scene)
+    recon = args.recon
+    out = args.out or ((recon if recon.is_dir() else recon.parent) / "evaluation")
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {}
+    if recon.is_dir() and (recon / "depths").is_dir() and scene.has_ground_truth():
+        depth = evaluate_depth_folder(recon, scene)
+        report["depth"] = depth.to_dict()["total"]
+        within = ", ".join(f"{100 * v:.1f}% < {t}" for t, v in report["depth"]["within"].items() if v is not None)
+        print(f"depth maps: MAE {report['depth']['mae']:.4g} (scene units); {within}")
+    cloud = recon / "fused.ply" if recon.is_dir() else recon
+    if args.dtu_root is not None:
+        if args.scan is None:
+            raise MVSInputError("--dtu-root needs --scan")
+        gt = GroundTruth.from_dtu(args.dtu_root, args.scan)
+    elif (args.scene / "gt_points.ply").is_file():
+        gt = GroundTruth.from_synthetic_scene(args.scene)
+    else:
+        gt = None
+    if gt is not None and cloud.is_file():
+        config = EvalConfig(spacing=args.spacing, max_dist=args.max_dist, thresholds=tuple(args.thresholds))
+        camera = scene.views[scene.view_ids[0]].camera
+        result = evaluate_point_cloud(cloud, gt, out, config, render_camera=camera)
+        report["point_cloud"] = result.to_dict()
+        print(result.summary())
+        print(f"scores, error-coloured PLYs and evaluation.png in {out}")
+    if not report:
+        raise MVSInputError(
+            "nothing to evaluate: need depths/ with a scene that has GT depth, or a fused cloud with "
+            "gt_points.ply / --dtu-root", recon)
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mvs", description="Learned multi-view stereo: calibrated photographs in, depth maps and a fused point cloud out."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
+    _add_reconstruct(sub)
+    _add_train(sub)
     _add_synth(sub)
     _add_info(sub)
     _add_fuse(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -3,10 +3,10 @@ import shutil
 import numpy as np
 import pytest
 
+from mvs.data.scene import DTUTrainLayout, load_blendedmvs_scene, load_mvsnet_scene, load_scene
 from mvs.errors import MVSInputError
 from mvs.io import write_cam, write_image, write_pair, write_pfm
 from mvs.io.cam import CamFile
-from mvs.data.scene import DTUTrainLayout, load_blendedmvs_scene, load_mvsnet_scene, load_scene
 from tests.conftest import random_camera, shared_scene
 
 

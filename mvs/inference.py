@@ -1,0 +1,132 @@
+"""Run a trained network over a scene, view by view, then fuse the depth maps.
+
+Output folder::
+
+    OUT/depths/XXXXXXXX.pfm       depth at the processed resolution (0 = none)
+    OUT/confidence/XXXXXXXX.pfm   probability mass around each estimate, in [0, 1]
+    OUT/preview/XXXXXXXX.png      image | colour-mapped depth | confidence
+    OUT/fused.ply, OUT/fused.json the fused cloud and per-view counts
+    OUT/reconstruction.json       settings, timings, peak memory
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mvs.cameras import stack_cameras
+from mvs.data.dataset import fit_size, resize_view
+from mvs.data.scene import Scene
+from mvs.errors import MVSInputError
+from mvs.fusion import FusionConfig, fuse_depth_maps
+from mvs.io import write_pfm, write_point_cloud
+from mvs.visualize import save_depth_preview
+
+
+@dataclass
+class ReconstructConfig:
+    max_dim: int | None = 1600  # longer image side processed (None: full resolution)
+    num_views: int = 5  # reference + sources
+    device: str = "cpu"
+    previews: bool = True
+    fuse: bool = True
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, GB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def prepare_views(scene: Scene, view_ids: list[int], width: int, height: int, device: str):
+    """Images and cameras of ``view_ids`` resized to ``width`` x ``height``, as a batch of one.
+
+    Returns:
+        images (1, V, 3, H, W) in [0, 1], intrinsics (1, V, 3, 3), extrinsics (1, V, 4, 4),
+        and the resized reference image (H, W, 3) uint8.
+    """
+    images, cameras = [], []
+    for vid in view_ids:
+        image, camera, _ = resize_view(scene.image(vid), scene.views[vid].camera, width, height)
+        images.append(image)
+        cameras.append(camera)
+    batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div(255.0)
+    K, E = stack_cameras(cameras, device)
+    return batch[None], K[None], E[None], images[0]
+
+
+@torch.inference_mode()
+def predict_view(
+    model: torch.nn.Module, scene: Scene, reference: int, sources: list[int], width: int, height: int, device: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Depth (H, W), confidence (H, W) and the resized reference image for one view."""
+    images, K, E, ref_image = prepare_views(scene, [reference] + sources, width, height, device)
+    camera = scene.views[reference].camera
+    depth_min = torch.tensor([camera.depth_min], device=device)
+    depth_max = torch.tensor([camera.depth_max], device=device)
+    use_amp = str(device).startswith("cuda")
+    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        out = model(images, K, E, depth_min, depth_max)
+    depth = out["depth"][0].float().cpu().numpy()
+    confidence = out["confidence"][0].float().cpu().numpy()
+    return depth, confidence, ref_image
+
+
+def reconstruct_scene(
+    scene: Scene,
+    model: torch.nn.Module,
+    out_dir: str | Path,
+    config: ReconstructConfig | None = None,
+    progress: bool = True,
+) -> dict:
+    """Depth and confidence for every view of ``scene``, previews, and the fused cloud."""
+    config = config or ReconstructConfig()
+    out = Path(out_dir)
+    for sub in ("depths", "confidence") + (("preview",) if config.previews else ()):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    width, height = fit_size(*scene.image_size, config.max_dim)
+    references = [v for v in scene.view_ids if scene.source_views(v)]
+    if not references:
+        raise MVSInputError("no view has source views in pair.txt; nothing to reconstruct", scene.root / "pair.txt")
+
+    start = time.perf_counter()
+    depths, confidences, view_seconds = {}, {}, []
+    for ref in tqdm(references, desc="depth maps", unit="view", disable=not progress):
+        tick = time.perf_counter()
+        sources = scene.source_views(ref, config.num_views - 1)
+        depth, confidence, ref_image = predict_view(model, scene, ref, sources, width, height, config.device)
+        view_seconds.append(time.perf_counter() - tick)
+        write_pfm(out / "depths" / f"{ref:08d}.pfm", depth)
+        write_pfm(out / "confidence" / f"{ref:08d}.pfm", confidence)
+        if config.previews:
+            save_depth_preview(
+                str(out / "preview" / f"{ref:08d}.png"), depth, confidence, image=ref_image,
+                depth_range=(scene.views[ref].camera.depth_min, scene.views[ref].camera.depth_max),
+                title=f"{scene.name} view {ref}",
+            )
+        depths[ref], confidences[ref] = depth, confidence
+    summary = {
+        "scene": str(scene.root),
+        "views": len(references),
+        "processed_size": [width, height],
+        "seconds_per_view": float(np.mean(view_seconds)),
+        "depth_seconds": time.perf_counter() - start,
+        "config": asdict(config),
+    }
+    if config.fuse:
+        tick = time.perf_counter()
+        cloud = fuse_depth_maps(scene, depths, confidences, config.fusion, device=config.device, progress=progress)
+        write_point_cloud(out / "fused.ply", cloud.points, cloud.colors)
+        (out / "fused.json").write_text(json.dumps(cloud.stats_dict(), indent=2))
+        summary["fused_points"] = int(len(cloud.points))
+        summary["fusion_seconds"] = time.perf_counter() - tick
+    summary["peak_rss_gb"] = peak_rss_gb()
+    (out / "reconstruction.json").write_text(json.dumps(summary, indent=2))
+    return summary
