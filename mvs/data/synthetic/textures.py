@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 TEXTURE_SIZE = 256
 
@@ -38,10 +39,12 @@ def _load_photo(name: str) -> np.ndarray | None:
     folder = _skimage_data_dir()
     if folder is None or not (folder / name).is_file():
         return None
-    image = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
-    if image is None:
+    # Pillow, not opencv: some of these PNGs carry ICC profiles that make libpng print warnings.
+    try:
+        with Image.open(folder / name) as image:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except OSError:
         return None
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
     rgb = rgb**2.2  # sRGB-ish to linear
     rgb.setflags(write=False)
     return rgb

@@ -1,0 +1,216 @@
+"""Cascade cost-volume MVS network (coarse-to-fine plane sweep at 1/4, 1/2, 1/1 resolution).
+
+Per stage: warp source features into the reference over per-pixel depth hypotheses,
+aggregate them into a cost volume, regularise it with a small 3D U-Net, soft-argmin the
+depth. The next stage samples a narrower range around the (upsampled) estimate.
+
+Nothing depends on the scene's units: hypotheses derive from each sample's
+``[depth_min, depth_max]`` and the geometry is projective, so expressing a scene in
+millimetres or metres (translations and depth range scaled together) gives the same
+depth up to that scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mvs.models.config import ModelConfig
+from mvs.models.cost_volume import CostVolume
+from mvs.models.depth_head import depth_regression
+from mvs.models.features import FeaturePyramid, standardize_images
+from mvs.models.hypotheses import base_interval, initial_hypotheses, refined_hypotheses
+from mvs.models.regularization import CostRegularization
+
+
+def scale_intrinsics(intrinsics: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """Intrinsics of the same camera for an image resized by (sx, sy).
+
+    The convention of :meth:`mvs.cameras.Camera.resized`: pixel centres stay at integer
+    coordinates, so ``fx' = fx * sx``, ``skew' = skew * sx``, ``cx' = (cx + 0.5) * sx - 0.5``
+    and likewise for y. A feature map at stride s uses ``sx = sy = 1 / s``.
+
+    Args:
+        intrinsics: (..., 3, 3).
+
+    Returns:
+        (..., 3, 3) new tensor.
+    """
+    K = intrinsics.clone()
+    K[..., 0, 0] = intrinsics[..., 0, 0] * sx
+    K[..., 0, 1] = intrinsics[..., 0, 1] * sx
+    K[..., 0, 2] = (intrinsics[..., 0, 2] + 0.5) * sx - 0.5
+    K[..., 1, 1] = intrinsics[..., 1, 1] * sy
+    K[..., 1, 2] = (intrinsics[..., 1, 2] + 0.5) * sy - 0.5
+    return K
+
+
+class CascadeMVSNet(nn.Module):
+    """Three-stage cascade MVS network.
+
+    Args:
+        config: :class:`ModelConfig` (defaults if None).
+
+    Input images may have any size: they are padded on the right and bottom (replicate)
+    to a multiple of :attr:`SIZE_MULTIPLE`, which leaves intrinsics unchanged, and every
+    output is cropped back.
+    """
+
+    #: Padded image sizes are multiples of this (the feature pyramid's stride 4 times the
+    #: two stride-2 levels of the first stage's U-Net).
+    SIZE_MULTIPLE = 16
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config = config if config is not None else ModelConfig()
+        self.features = FeaturePyramid(config.feature_channels)
+        self.cost_volumes = nn.ModuleList(
+            CostVolume(c, g, config.aggregation, config.visibility_weights)
+            for c, g in zip(config.feature_channels, config.groups, strict=True)
+        )
+        self.regularizers = nn.ModuleList(
+            CostRegularization(cv.out_channels, channels)
+            for cv, channels in zip(self.cost_volumes, config.regularization_channels, strict=True)
+        )
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        intrinsics: torch.Tensor,
+        extrinsics: torch.Tensor,
+        depth_min: torch.Tensor,
+        depth_max: torch.Tensor,
+    ) -> dict:
+        """Estimate the reference view's depth.
+
+        Args:
+            images: (B, V, 3, H, W) float; view 0 is the reference, V >= 2. Any affine
+                intensity scale ([0, 1], [0, 255] or mean/std normalised): each image is
+                standardised per channel inside the network.
+            intrinsics: (B, V, 3, 3) for the (H, W) images.
+            extrinsics: (B, V, 4, 4) world-to-camera.
+            depth_min, depth_max: (B,) reference depth range, scene units, 0 < min < max.
+
+        Returns:
+            dict with
+              ``depth`` (B, H, W): final depth, scene units, inside [depth_min, depth_max];
+              ``confidence`` (B, H, W) in [0, 1];
+              ``stages``: list (coarse to fine) of dicts with ``depth`` (B, Hs, Ws),
+              ``confidence`` (B, Hs, Ws), ``hypotheses`` (B, D, Hs, Ws), ``stride`` s (int,
+              Hs = ceil(H / s)) and ``visibility`` (B, V-1, Hs, Ws) or None.
+        """
+        config = self.config
+        batch, num_views, _, height, width = _check_inputs(
+            images, intrinsics, extrinsics, depth_min, depth_max
+        )
+        dtype = torch.float32
+        intrinsics, extrinsics = intrinsics.to(dtype), extrinsics.to(dtype)
+        depth_min, depth_max = depth_min.to(dtype), depth_max.to(dtype)
+
+        m = self.SIZE_MULTIPLE
+        padded_h, padded_w = math.ceil(height / m) * m, math.ceil(width / m) * m
+        flat = standardize_images(images.reshape(batch * num_views, 3, height, width).float())
+        if (padded_h, padded_w) != (height, width):
+            flat = F.pad(flat, (0, padded_w - width, 0, padded_h - height), mode="replicate")
+        pyramid = self.features(flat)  # [(B*V, C_k, Hp/s_k, Wp/s_k)]
+
+        first_interval = base_interval(
+            depth_min,
+            depth_max,
+            config.hypotheses[0],
+            config.interval_ratios[0],
+            config.inverse_depth,
+        )  # (B,) parameter units
+        stages = []
+        previous = None  # (B, h, w) previous stage's depth at its padded resolution
+        for k, stride in enumerate(config.stage_strides):
+            features = pyramid[k]
+            _, channels, stage_h, stage_w = features.shape
+            features = features.view(batch, num_views, channels, stage_h, stage_w)
+            stage_K = scale_intrinsics(intrinsics, 1.0 / stride, 1.0 / stride)  # (B, V, 3, 3)
+            if previous is None:
+                hypotheses = initial_hypotheses(
+                    depth_min,
+                    depth_max,
+                    config.hypotheses[k],
+                    stage_h,
+                    stage_w,
+                    config.inverse_depth,
+                )  # (B, D, h, w)
+            else:
+                upsampled = F.interpolate(
+                    previous[:, None], size=(stage_h, stage_w), mode="bilinear", align_corners=False
+                )[:, 0]  # (B, h, w)
+                hypotheses = refined_hypotheses(
+                    upsampled,
+                    depth_min,
+                    depth_max,
+                    config.hypotheses[k],
+                    first_interval * config.interval_ratios[k],
+                    config.inverse_depth,
+                )  # (B, D, h, w)
+            cost, visibility = self.cost_volumes[k](
+                features[:, 0],
+                features[:, 1:],
+                stage_K[:, 0],
+                extrinsics[:, 0],
+                stage_K[:, 1:],
+                extrinsics[:, 1:],
+                hypotheses,
+            )  # (B, Cc, D, h, w), (B, V-1, h, w) | None
+            scores = self.regularizers[k](cost)  # (B, D, h, w)
+            del cost
+            result = depth_regression(scores, hypotheses, config.inverse_depth)
+            previous = result["depth"].detach()  # (B, h, w)
+            crop_h, crop_w = math.ceil(height / stride), math.ceil(width / stride)
+            stages.append(
+                {
+                    "depth": result["depth"][:, :crop_h, :crop_w],
+                    "confidence": result["confidence"][:, :crop_h, :crop_w],
+                    "hypotheses": hypotheses[:, :, :crop_h, :crop_w],
+                    "stride": stride,
+                    "visibility": None
+                    if visibility is None
+                    else visibility[:, :, :crop_h, :crop_w],
+                }
+            )
+
+        depth, confidence = stages[-1]["depth"], stages[-1]["confidence"]
+        if config.stage_strides[-1] != 1:
+            depth, confidence = (
+                F.interpolate(
+                    x[:, None], size=(height, width), mode="bilinear", align_corners=False
+                )[:, 0]
+                for x in (depth, confidence)
+            )
+        return {"depth": depth, "confidence": confidence, "stages": stages}
+
+
+def _check_inputs(images, intrinsics, extrinsics, depth_min, depth_max) -> tuple[int, ...]:
+    if images.dim() != 5 or images.shape[2] != 3:
+        raise ValueError(f"images must be (B, V, 3, H, W), got {tuple(images.shape)}")
+    batch, num_views, _, height, width = images.shape
+    if num_views < 2:
+        raise ValueError(f"need a reference and at least one source view, got V={num_views}")
+    if intrinsics.shape != (batch, num_views, 3, 3):
+        raise ValueError(
+            f"intrinsics must be {(batch, num_views, 3, 3)}, got {tuple(intrinsics.shape)}"
+        )
+    if extrinsics.shape != (batch, num_views, 4, 4):
+        raise ValueError(
+            f"extrinsics must be {(batch, num_views, 4, 4)}, got {tuple(extrinsics.shape)}"
+        )
+    if depth_min.shape != (batch,) or depth_max.shape != (batch,):
+        raise ValueError(
+            f"depth_min/depth_max must be ({batch},), got {tuple(depth_min.shape)}, "
+            f"{tuple(depth_max.shape)}"
+        )
+    if not bool(((depth_min > 0) & (depth_max > depth_min)).all()):
+        raise ValueError(
+            f"depth ranges must satisfy 0 < depth_min < depth_max, got "
+            f"{depth_min.tolist()} .. {depth_max.tolist()}"
+        )
+    return batch, num_views, 3, height, width
