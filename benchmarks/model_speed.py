@@ -5,11 +5,17 @@ Times one forward pass (no grad, ``torch.inference_mode``) with 5 views at 640x5
 the process, the parameter count and the size of the saved state_dict, and writes
 ``benchmarks/results/model_speed.json`` with the machine's details.
 
+Random weights give noisy depth maps, so the later stages' hypotheses (and the source
+pixels they sample) jump around between neighbouring pixels: feature sampling is less
+cache-friendly than with a trained model on smooth scenes, and the figures err on the slow
+side.
+
 Each size runs in a fresh subprocess so its peak RSS is its own. Timings on a shared
 machine are only as good as the machine is idle: the report includes the CPU time other
 processes used during each run (from /proc/stat), so a contended run can be recognised.
 
     .venv/bin/python benchmarks/model_speed.py [--repeats 3] [--sizes 640x512 1600x1152]
+        [--hypotheses 48 32 8] [--device cuda] [--output PATH]
 """
 
 from __future__ import annotations
@@ -69,7 +75,9 @@ def make_inputs(width: int, height: int, views: int = NUM_VIEWS, seed: int = 0):
     return images, intrinsics, extrinsics, torch.tensor([425.0]), torch.tensor([935.0])
 
 
-def measure(width: int, height: int, repeats: int, device: str = "cpu") -> dict:
+def measure(
+    width: int, height: int, repeats: int, device: str = "cpu", hypotheses: tuple | None = None
+) -> dict:
     """Run in a fresh process: time the forward pass at one size.
 
     On CUDA the pass runs under ``torch.autocast(dtype=torch.float16)``.
@@ -81,7 +89,8 @@ def measure(width: int, height: int, repeats: int, device: str = "cpu") -> dict:
     from mvs.models import CascadeMVSNet, ModelConfig
 
     torch.manual_seed(0)
-    model = CascadeMVSNet(ModelConfig()).eval().to(device)
+    config = ModelConfig() if hypotheses is None else ModelConfig(hypotheses=hypotheses)
+    model = CascadeMVSNet(config).eval().to(device)
     inputs = [t.to(device) for t in make_inputs(width, height)]
     cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
@@ -121,12 +130,12 @@ def measure(width: int, height: int, repeats: int, device: str = "cpu") -> dict:
     }
 
 
-def model_size() -> dict:
+def model_size(hypotheses: tuple | None = None) -> dict:
     import torch
 
     from mvs.models import CascadeMVSNet, ModelConfig
 
-    config = ModelConfig()
+    config = ModelConfig() if hypotheses is None else ModelConfig(hypotheses=hypotheses)
     model = CascadeMVSNet(config)
     buffer = io.BytesIO()
     torch.save({"config": config.to_dict(), "state_dict": model.state_dict()}, buffer)
@@ -142,13 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["640x512", "1600x1152"])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (autocast float16)")
+    parser.add_argument(
+        "--hypotheses", type=int, nargs="+", help="override ModelConfig.hypotheses (e.g. 48 32 8)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--_child", nargs=3, metavar=("W", "H", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args._child:  # one size, in its own process
         width, height, repeats = (int(v) for v in args._child)
-        print(json.dumps(measure(width, height, repeats, args.device)))
+        hypotheses = tuple(args.hypotheses) if args.hypotheses else None
+        print(json.dumps(measure(width, height, repeats, args.device, hypotheses)))
         return 0
 
     import torch
@@ -158,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         width, height = (int(v) for v in size.lower().split("x"))
         child = subprocess.run(
             [sys.executable, __file__, "--device", args.device]
+            + (["--hypotheses", *map(str, args.hypotheses)] if args.hypotheses else [])
             + ["--_child", str(width), str(height), str(args.repeats)],
             capture_output=True,
             text=True,
@@ -174,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             f"median {run['seconds_median']:.2f} s, peak RSS {run['peak_rss_gib']:.2f} GiB "
             f"(other processes used {run['other_processes_cpu_seconds']} CPU-s during the runs)"
         )
-    size = model_size()
+    size = model_size(tuple(args.hypotheses) if args.hypotheses else None)
     print(
         f"parameters: {size['parameters']:,}; checkpoint: {size['checkpoint_bytes'] / 2**20:.2f} MiB"
     )
