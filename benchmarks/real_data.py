@@ -9,7 +9,8 @@ reconstructs every view, fuses, and reports
   inside their reference view's mask, the fraction that project inside the mask of every
   other view in whose frame they fall;
 
-and writes a montage of depth previews to benchmarks/results/real_data_<scene>.png.
+and writes benchmarks/results/real_<dtu|middlebury>_depth.png (depth | confidence of four
+views) and real_<...>_cloud.png (the fused cloud rendered from the first camera).
 
     .venv/bin/python benchmarks/real_data.py [--max-dim 800] [--scenes dtu_scan24]
 """
@@ -32,14 +33,23 @@ from mvs.data.scene import load_scene  # noqa: E402
 from mvs.evaluation import cross_view_depth_consistency, silhouette_consistency  # noqa: E402
 from mvs.fusion import FusionConfig, fuse_depth_maps  # noqa: E402
 from mvs.inference import ReconstructConfig, reconstruct_scene  # noqa: E402
-from mvs.io import read_image, read_pfm, write_image, write_point_cloud  # noqa: E402
-from mvs.visualize import render_point_cloud  # noqa: E402
+from mvs.io import read_pfm, write_image, write_point_cloud  # noqa: E402
+from mvs.visualize import colorize, render_point_cloud  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def montage(paths: list[Path], columns: int = 2) -> np.ndarray:
-    images = [read_image(p) for p in paths]
+# Result files are named by these short names; the pictures hold only this project's
+# outputs (depth, confidence, the fused cloud), never the photographs themselves.
+SHORT_NAMES = {"dtu_scan24": "dtu", "middlebury_templeSparseRing": "middlebury"}
+
+
+def depth_confidence_panel(depth: np.ndarray, confidence: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
+    """[colour-mapped depth | confidence] side by side, (H, 2W, 3) uint8."""
+    return np.concatenate([colorize(depth, depth > 0, *depth_range), colorize(confidence, None, 0.0, 1.0, cmap="viridis")], axis=1)
+
+
+def montage(images: list[np.ndarray], columns: int = 2) -> np.ndarray:
     height = min(im.shape[0] for im in images)
     width = min(im.shape[1] for im in images)
     images = [im[:height, :width] for im in images]
@@ -69,7 +79,7 @@ def main() -> None:
             out = Path(tmp)
             start = time.perf_counter()
             summary = reconstruct_scene(scene, model, out, ReconstructConfig(
-                max_dim=args.max_dim, num_views=args.num_views, device=args.device, fuse=False))
+                max_dim=args.max_dim, num_views=args.num_views, device=args.device, fuse=False, previews=False))
             depths = {v: read_pfm(out / "depths" / f"{v:08d}.pfm") for v in scene.view_ids
                       if (out / "depths" / f"{v:08d}.pfm").is_file()}
             confidences = {v: read_pfm(out / "confidence" / f"{v:08d}.pfm") for v in depths}
@@ -87,13 +97,15 @@ def main() -> None:
             if all(v.mask_path is not None for v in scene.views.values()):
                 result["silhouette_consistency"] = silhouette_consistency(cloud.points, cloud.source_view, scene).to_dict()
             picks = scene.view_ids[:: max(1, len(scene.view_ids) // 4)][:4]
+            short = SHORT_NAMES.get(name, name)
             RESULTS.mkdir(parents=True, exist_ok=True)
-            write_image(RESULTS / f"real_data_{name}.png", montage([out / "preview" / f"{v:08d}.png" for v in picks]))
+            panels = [depth_confidence_panel(depths[v], confidences[v], (scene.views[v].camera.depth_min, scene.views[v].camera.depth_max)) for v in picks]
+            write_image(RESULTS / f"real_{short}_depth.png", montage(panels))
             camera = scene.views[scene.view_ids[0]].camera.resized(*summary["processed_size"])
-            write_image(RESULTS / f"real_data_{name}_cloud.png", render_point_cloud(cloud.points, cloud.colors, camera, 2))
+            write_image(RESULTS / f"real_{short}_cloud.png", render_point_cloud(cloud.points, cloud.colors, camera, 2))
             write_point_cloud(out / "fused.ply", cloud.points, cloud.colors)
         print({k: v for k, v in result.items() if k != "silhouette_consistency"})
-        write_result(f"real_data_{name}", result)
+        write_result(f"real_{SHORT_NAMES.get(name, name)}", result)
 
 
 if __name__ == "__main__":
