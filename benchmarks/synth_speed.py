@@ -17,23 +17,18 @@ import json
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import cpu_model  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "synth_speed.json"
 TARGET_S = 30.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine() -> dict:
