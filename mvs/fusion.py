@@ -69,12 +69,15 @@ def consistency_with_source(
     src_depth: torch.Tensor,
     src_K: torch.Tensor,
     src_E: torch.Tensor,
+    reference_points: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Round-trip check of a reference depth map against one source depth map.
 
     Args:
         ref_depth: (H, W) reference depth (0 = none). ref_K (3, 3), ref_E (4, 4).
         src_depth: (Hs, Ws) source depth (0 = none). src_K (3, 3), src_E (4, 4).
+        reference_points: (H, W, 3) world points of ``ref_depth`` if the caller already
+            has them (checking one reference against many sources), else computed here.
 
     Returns:
         reprojection_error: (H, W) pixels between a pixel and its round trip (inf if none).
@@ -83,7 +86,9 @@ def consistency_with_source(
     """
     height, width = ref_depth.shape
     src_height, src_width = src_depth.shape
-    world = backproject_depth(ref_depth[None], ref_K[None], ref_E[None]).reshape(1, -1, 3)
+    if reference_points is None:
+        reference_points = backproject_depth(ref_depth[None], ref_K[None], ref_E[None])[0]
+    world = reference_points.reshape(1, -1, 3)
     pixels, z = project_points(world, src_K[None], src_E[None])  # (1, HW, 2), (1, HW)
     grid = normalize_pixel_coordinates(pixels, src_height, src_width)
     sampled = F.grid_sample(
@@ -153,12 +158,13 @@ def fuse_depth_maps(
         ref_depth = torch.where(keep, ref_depth, torch.zeros_like(ref_depth))
 
         count = torch.zeros((height, width), device=device, dtype=dtype)
-        point_sum = backproject_depth(ref_depth[None], ref_K[None], ref_E[None])[0]  # (H, W, 3)
+        ref_points = backproject_depth(ref_depth[None], ref_K[None], ref_E[None])[0]  # (H, W, 3)
+        point_sum = ref_points.clone()
         sources = [s for s in scene.source_views(ref) if s in depths][: config.num_source_views]
         for src in sources:
             src_depth, src_K, src_E = tensors(src)
             reprojection, relative, src_points = consistency_with_source(
-                ref_depth, ref_K, ref_E, src_depth, src_K, src_E
+                ref_depth, ref_K, ref_E, src_depth, src_K, src_E, ref_points
             )
             consistent = (reprojection < config.reprojection_error) & (
                 relative < config.relative_depth_error
