@@ -63,20 +63,24 @@ def render_point_cloud(
     image[:] = background
     if len(points) == 0:
         return image
-    cam = points @ camera.rotation.T + camera.translation
-    in_front = cam[:, 2] > 0
-    cam = cam[in_front]
-    pix = cam @ camera.intrinsics.T
-    u = np.round(pix[:, 0] / pix[:, 2]).astype(np.int64)
-    v = np.round(pix[:, 1] / pix[:, 2]).astype(np.int64)
-    z = cam[:, 2]
+    # Column by column: (N, 3) @ (3, 3) products are slow on millions of points.
+    R, t, K = camera.rotation, camera.translation, camera.intrinsics
+    x, y, z = (points[:, 0] * R[i, 0] + points[:, 1] * R[i, 1] + points[:, 2] * R[i, 2] + t[i] for i in range(3))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.round((K[0, 0] * x + K[0, 1] * y) / z + K[0, 2])
+        v = np.round(K[1, 1] * y / z + K[1, 2])
+    ok = np.flatnonzero((z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height))
     if colors is None:
         colors = colorize(z[None, :])[0]
-    else:
-        colors = np.asarray(colors)[in_front]
-    # Farthest first so nearer points overwrite them.
-    order = np.argsort(-z)
-    u, v, colors = u[order], v[order], colors[order]
+    colors = np.asarray(colors)
+    # Keep only the nearest point at each pixel centre (what the z-buffer would show there),
+    # so millions of points cost one pass; then draw farthest first.
+    key = v[ok].astype(np.int64) * width + u[ok].astype(np.int64)
+    nearest = np.full(width * height, np.inf)
+    np.minimum.at(nearest, key, z[ok])
+    front = ok[z[ok] <= nearest[key]]
+    order = front[np.argsort(-z[front])]
+    u, v, colors = u[order].astype(np.int64), v[order].astype(np.int64), colors[order]
     half = point_size // 2
     for dy in range(-half, point_size - half):
         for dx in range(-half, point_size - half):

@@ -127,7 +127,7 @@ class MVSDataset(Dataset):
 
         width, height = fit_size(*scene.image_size, cfg.max_dim, cfg.multiple)
         images, cameras = [], []
-        depth = mask = None
+        depth = None
         for k, vid in enumerate(view_ids):
             camera = scene.views[vid].camera
             if k == 0:

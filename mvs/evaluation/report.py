@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from mvs.cameras import Camera, look_at
-from mvs.evaluation._projection import project
 from mvs.evaluation.ground_truth import GroundTruth
 from mvs.evaluation.pointcloud import Comparison, EvalConfig, EvalResult, compare_point_clouds
 from mvs.io import read_point_cloud, write_point_cloud
@@ -56,19 +55,6 @@ def default_render_camera(points: np.ndarray, up: np.ndarray | None = None,
     focal = 0.45 * min(width, height) * distance / radius
     K = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]])
     return Camera(K, look_at(eye, centre, up), width, height, 0.05 * distance, 20 * distance)
-
-
-def _render(points: np.ndarray, colors: np.ndarray | None, camera: Camera, point_size: int) -> np.ndarray:
-    """``render_point_cloud`` of only the nearest point per pixel (what its z-buffer would
-    show at the pixel centres), so millions of points render in a fraction of the time."""
-    x, y, z = project(points, camera)
-    u, v = np.round(x), np.round(y)
-    ok = np.flatnonzero((z > 0) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height))
-    key = v[ok].astype(np.int64) * camera.width + u[ok].astype(np.int64)
-    nearest = np.full(camera.width * camera.height, np.inf)
-    np.minimum.at(nearest, key, z[ok])
-    front = ok[z[ok] <= nearest[key]]
-    return render_point_cloud(points[front], None if colors is None else colors[front], camera, point_size)
 
 
 def write_error_plys(out_dir: Path, thinned: np.ndarray, comparison: Comparison, gt: GroundTruth,
@@ -127,10 +113,10 @@ def save_evaluation_figure(path: Path, points: np.ndarray, colors: np.ndarray | 
     result, vmax = comparison.result, config.color_range
     fig, axes = plt.subplots(2, 3, figsize=(16, 9.5))
     renders = [
-        (_render(points, colors, camera, config.point_size), "prediction"),
-        (_render(thinned, error_colors(comparison.accuracy_distance, vmax), camera, config.point_size),
+        (render_point_cloud(points, colors, camera, config.point_size), "prediction"),
+        (render_point_cloud(thinned, error_colors(comparison.accuracy_distance, vmax), camera, config.point_size),
          "prediction: distance to GT (accuracy)"),
-        (_render(gt.points, error_colors(comparison.completeness_distance, vmax), camera,
+        (render_point_cloud(gt.points, error_colors(comparison.completeness_distance, vmax), camera,
                  config.point_size), "GT: distance to prediction (completeness)"),
     ]
     mappable = cm.ScalarMappable(mcolors.Normalize(0, vmax), CMAP)
