@@ -114,7 +114,11 @@ def depth_metrics(
     mask: torch.Tensor | None = None,
     thresholds: tuple[float, ...] = (1.0, 2.0, 4.0),
 ) -> dict[str, float]:
-    """Depth accuracy over valid pixels.
+    """Depth accuracy over valid pixels, on batched tensors where they are (GPU included).
+
+    Training's per-batch counterpart of :func:`mvs.evaluation.depth_metrics` (which scores
+    saved depth maps): the same validity rule (GT > 0, inside ``mask``) and the same
+    ``|error| < t`` fractions, plus errors measured in base intervals.
 
     Args:
         depth: (B, H, W) predicted depth, scene units.
