@@ -18,6 +18,8 @@ import torch
 from mvs.errors import MVSInputError
 
 FORMAT = "mvs-checkpoint/1"
+# The file name inside a checkpoint folder (one Ray Train checkpoint per epoch).
+CHECKPOINT_FILE = "model.pt"
 # The checkpoint shipped with the package: the default of every command.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
 
@@ -50,8 +52,14 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint dict safely (``weights_only=True``) and check its format."""
+    """Load a checkpoint dict safely (``weights_only=True``) and check its format.
+
+    ``path`` may also be a checkpoint folder written by the Ray Train job (it holds
+    ``model.pt``), so ``mvs reconstruct --checkpoint`` takes either.
+    """
     path = Path(path)
+    if path.is_dir() and (path / CHECKPOINT_FILE).is_file():
+        path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise MVSInputError("checkpoint not found", path)
     try:

@@ -45,12 +45,17 @@ class DataConfig:
     crop: tuple[int, int] | None = (320, 256)  # random crop when training, centre crop for validation
     source_pool: int = 10
     workers: int = 0
+    # Off: no colour jitter, fixed lighting, centre crop and fixed sources, in file order.
+    # Reproducibility checks (e.g. DDP vs one worker) need both off.
+    augment: bool = True
+    shuffle: bool = True
 
 
 @dataclass
 class OptimConfig:
     epochs: int = 16
     batch_size: int = 2
+    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 200
@@ -58,6 +63,11 @@ class OptimConfig:
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
     steps_per_epoch: int | None = None  # cap an epoch (None: one pass over the data)
     validation_samples: int | None = 64  # cap validation cost (None: all)
+    # BatchNorm normalises with its running statistics while training (its affine
+    # parameters still learn). For batch-1 fine-tuning, and for data-parallel runs on
+    # CPU, where SyncBatchNorm does not exist and per-worker batch statistics would
+    # otherwise make N workers x batch B differ from one worker x batch N*B.
+    freeze_batchnorm: bool = False
 
 
 @dataclass
@@ -108,7 +118,7 @@ def build_datasets(config: TrainConfig, multiple: int = CascadeMVSNet.SIZE_MULTI
     train_groups, val_groups = split_groups(groups, data.validation_fraction)
     common = dict(num_views=data.num_views, max_dim=data.max_dim, crop=data.crop,
                   source_pool=data.source_pool, multiple=multiple)
-    train_set = MVSDataset(train_groups, SampleConfig(augment=True, **common), seed=config.seed)
+    train_set = MVSDataset(train_groups, SampleConfig(augment=data.augment, **common), seed=config.seed)
     val_set = MVSDataset(val_groups, SampleConfig(augment=False, **common), seed=config.seed) if val_groups else None
     return train_set, val_set
 
@@ -119,9 +129,14 @@ def build_model(config: TrainConfig) -> CascadeMVSNet:
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int):
-    """AdamW with linear warm-up then cosine decay over the whole run (stepped per batch)."""
+    """AdamW (or SGD) with linear warm-up then cosine decay over the whole run (stepped per batch)."""
     optim = config.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    elif optim.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay)
+    else:
+        raise ValueError(f"optim.optimizer must be 'adamw' or 'sgd', got {optim.optimizer!r}")
     total = max(1, optim.epochs * steps_per_epoch)
     warmup = min(optim.warmup_steps, total // 10 + 1)
 
@@ -133,6 +148,30 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, steps_per_epoch
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler
+
+
+def set_training_mode(model: torch.nn.Module, config: TrainConfig) -> None:
+    """``model.train()``, keeping BatchNorm layers in eval mode when ``freeze_batchnorm``."""
+    model.train()
+    if config.optim.freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def restore_training_state(payload: dict, model: torch.nn.Module, optimizer, scheduler) -> tuple[int, float]:
+    """Load a resumable checkpoint's weights and optimiser/scheduler state.
+
+    Returns:
+        (first epoch still to run, best selection metric so far).
+    """
+    from mvs.checkpoint import _unwrap
+
+    _unwrap(model).load_state_dict(payload["state_dict"])
+    state = payload["training_state"]
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"] + 1, state["best_metric"]
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -155,7 +194,7 @@ def train_one_epoch(
     description: str = "train",
 ) -> dict[str, float]:
     """One pass (or ``steps_per_epoch`` batches) of training. Returns averaged metrics."""
-    model.train()
+    set_training_mode(model, config)
     model_config = _model_config(model)
     use_amp = config.optim.amp and device.type == "cuda"
     limit = config.optim.steps_per_epoch or len(loader)
@@ -253,7 +292,7 @@ def train(config: TrainConfig, progress: bool = True, on_epoch=None) -> dict:
     device = resolve_device(config.device)
     train_set, val_set = build_datasets(config)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train_set, batch_size=config.optim.batch_size, shuffle=True, drop_last=True,
+    loader = DataLoader(train_set, batch_size=config.optim.batch_size, shuffle=config.data.shuffle, drop_last=True,
                         num_workers=config.data.workers, generator=generator, persistent_workers=config.data.workers > 0)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=config.data.workers) if val_set else None
     if len(loader) == 0:
@@ -267,11 +306,7 @@ def train(config: TrainConfig, progress: bool = True, on_epoch=None) -> dict:
     last_path = out / "last.pt"
     if last_path.is_file():
         payload = read_checkpoint(last_path, map_location=device)
-        model.load_state_dict(payload["state_dict"])
-        state = payload["training_state"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best = state["epoch"] + 1, state["best_metric"]
+        start_epoch, best = restore_training_state(payload, model, optimizer, scheduler)
         if progress:
             print(f"resuming {out} from epoch {start_epoch}")
 

@@ -131,3 +131,14 @@ def test_ply_errors(tmp_path):
     (tmp_path / "bad.ply").write_bytes(b"not a ply at all")
     with pytest.raises(MVSInputError, match="not a PLY"):
         read_point_cloud(tmp_path / "bad.ply")
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_an_empty_cloud_is_a_valid_ply(tmp_path, binary):
+    # Everything filtered out is an answer, not an error: open3d alone refuses to write it.
+    write_point_cloud(tmp_path / "e.ply", np.zeros((0, 3)), np.zeros((0, 3), np.uint8), binary=binary)
+    points, colors = read_point_cloud(tmp_path / "e.ply")
+    assert points.shape == (0, 3) and colors.shape == (0, 3)
+    write_point_cloud(tmp_path / "n.ply", np.zeros((0, 3)))
+    points, colors = read_point_cloud(tmp_path / "n.ply")
+    assert points.shape == (0, 3) and colors is None

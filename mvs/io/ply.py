@@ -43,9 +43,25 @@ def write_point_cloud(
     for name, extra in (("colors", colors), ("normals", normals)):
         if extra is not None and np.asarray(extra).shape != points.shape:
             raise ValueError(f"{name} must match points {points.shape}, got {np.asarray(extra).shape}")
+    if len(points) == 0:
+        # open3d refuses to write an empty cloud; an empty result (e.g. every depth
+        # filtered out) is still a valid answer, so write the header alone.
+        _write_empty_ply(Path(path), colors is not None, normals is not None, binary)
+        return
     cloud = to_open3d(points, colors, normals)
     if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=not binary):
         raise OSError(f"{path}: could not write point cloud")
+
+
+def _write_empty_ply(path: Path, colors: bool, normals: bool, binary: bool) -> None:
+    properties = ["property double x", "property double y", "property double z"]
+    if normals:
+        properties += ["property double nx", "property double ny", "property double nz"]
+    if colors:
+        properties += ["property uchar red", "property uchar green", "property uchar blue"]
+    encoding = "binary_little_endian" if binary else "ascii"
+    header = ["ply", f"format {encoding} 1.0", "element vertex 0", *properties, "end_header"]
+    path.write_text("\n".join(header) + "\n")
 
 
 def read_point_cloud(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -54,6 +70,10 @@ def read_point_cloud(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     path = Path(path)
     if not path.is_file():
         raise MVSInputError("point cloud not found", path)
+    head = path.read_bytes()[:4096]
+    if head.startswith(b"ply") and b"element vertex 0\n" in head.split(b"end_header")[0]:
+        has_colors = b"property uchar red" in head
+        return np.zeros((0, 3)), (np.zeros((0, 3), np.uint8) if has_colors else None)
     cloud = o3d.io.read_point_cloud(str(path), format="ply")
     points = np.asarray(cloud.points)
     if len(points) == 0 and path.stat().st_size > 0:
