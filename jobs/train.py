@@ -204,8 +204,9 @@ def resolve_job_paths(job: TrainJobConfig) -> TrainJobConfig:
     return job
 
 
-def build_trainer(job: TrainJobConfig):
-    """A ``TorchTrainer`` for the job (cluster must be connected)."""
+def build_trainer(job: TrainJobConfig, callbacks: list | None = None):
+    """A ``TorchTrainer`` for the job (cluster must be connected). ``callbacks``: Ray Train
+    ``UserCallback``s, e.g. Tune's report callback when the run is one trial of a search."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -229,6 +230,7 @@ def build_trainer(job: TrainJobConfig):
                 num_to_keep=job.ray.keep_checkpoints, checkpoint_score_attribute=score,
                 checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=job.ray.max_failures),
+            callbacks=callbacks,
         ),
     )
 

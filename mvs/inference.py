@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from mvs.cameras import stack_cameras
 from mvs.data.dataset import fit_size, resize_view
 from mvs.data.scene import Scene
 from mvs.errors import MVSInputError
-from mvs.fusion import FusionConfig, fuse_depth_maps
+from mvs.fusion import FusedCloud, FusionConfig, fuse_depth_maps
 from mvs.io import write_pfm, write_point_cloud
 from mvs.visualize import save_depth_preview
 
@@ -79,6 +80,64 @@ def predict_view(
     return depth, confidence, ref_image
 
 
+@dataclass
+class ViewDepth:
+    """The network's output for one reference view, at the processed resolution."""
+
+    view: int  # reference view id
+    sources: list[int]  # source view ids used, best first
+    depth: np.ndarray  # (H, W) float32, scene units (mm for DTU), 0 = none
+    confidence: np.ndarray  # (H, W) float32 in [0, 1]
+    image: np.ndarray  # (H, W, 3) uint8, the resized reference image
+    seconds: float  # wall time of the network for this view
+
+
+class SceneReconstruction:
+    """The steps of reconstructing a scene, in memory: depth maps view by view, then fusion.
+
+    ``reconstruct_scene`` drives it and writes the files; the HTTP service
+    (``mvs_serving.engine``) drives it to stream progress and keep everything in memory.
+    Which views are references, which sources each uses and the processed size are decided
+    here only.
+
+    Attributes:
+        references: views with at least one source in ``scene.pairs``, in view order.
+        width, height: processed image size in pixels.
+        depths, confidences: view id -> (H, W) map, filled in by ``depth_maps``.
+
+    Raises:
+        MVSInputError: no view has a source view (nothing to reconstruct).
+    """
+
+    def __init__(self, scene: Scene, model: torch.nn.Module, config: ReconstructConfig | None = None):
+        self.scene = scene
+        self.model = model
+        self.config = config or ReconstructConfig()
+        self.width, self.height = fit_size(*scene.image_size, self.config.max_dim)
+        self.references = [v for v in scene.view_ids if scene.source_views(v)]
+        if not self.references:
+            raise MVSInputError("no view has source views in pair.txt; nothing to reconstruct", scene.root / "pair.txt")
+        self.depths: dict[int, np.ndarray] = {}
+        self.confidences: dict[int, np.ndarray] = {}
+
+    def depth_maps(self) -> Iterator[ViewDepth]:
+        """Run the network on every reference view in turn, yielding each result as it is done."""
+        for reference in self.references:
+            tick = time.perf_counter()
+            sources = self.scene.source_views(reference, self.config.num_views - 1)
+            depth, confidence, image = predict_view(
+                self.model, self.scene, reference, sources, self.width, self.height, self.config.device
+            )
+            self.depths[reference], self.confidences[reference] = depth, confidence
+            yield ViewDepth(reference, sources, depth, confidence, image, time.perf_counter() - tick)
+
+    def fuse(self, progress: bool = False) -> FusedCloud:
+        """Fuse the depth maps computed so far (run ``depth_maps`` to the end first)."""
+        return fuse_depth_maps(
+            self.scene, self.depths, self.confidences, self.config.fusion, device=self.config.device, progress=progress
+        )
+
+
 def reconstruct_scene(
     scene: Scene,
     model: torch.nn.Module,
@@ -86,43 +145,42 @@ def reconstruct_scene(
     config: ReconstructConfig | None = None,
     progress: bool = True,
 ) -> dict:
-    """Depth and confidence for every view of ``scene``, previews, and the fused cloud."""
+    """Depth and confidence for every view of ``scene``, previews, and the fused cloud.
+
+    Writes the files listed in the module docstring under ``out_dir`` and returns the
+    summary also written to ``reconstruction.json``. For the maps and the cloud in memory,
+    or progress view by view, use ``SceneReconstruction`` directly.
+    """
     config = config or ReconstructConfig()
     out = Path(out_dir)
     for sub in ("depths", "confidence") + (("preview",) if config.previews else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    width, height = fit_size(*scene.image_size, config.max_dim)
-    references = [v for v in scene.view_ids if scene.source_views(v)]
-    if not references:
-        raise MVSInputError("no view has source views in pair.txt; nothing to reconstruct", scene.root / "pair.txt")
+    run = SceneReconstruction(scene, model, config)
 
     start = time.perf_counter()
-    depths, confidences, view_seconds = {}, {}, []
-    for ref in tqdm(references, desc="depth maps", unit="view", disable=not progress):
-        tick = time.perf_counter()
-        sources = scene.source_views(ref, config.num_views - 1)
-        depth, confidence, ref_image = predict_view(model, scene, ref, sources, width, height, config.device)
-        view_seconds.append(time.perf_counter() - tick)
-        write_pfm(out / "depths" / f"{ref:08d}.pfm", depth)
-        write_pfm(out / "confidence" / f"{ref:08d}.pfm", confidence)
+    view_seconds = []
+    for view in tqdm(run.depth_maps(), desc="depth maps", unit="view", total=len(run.references), disable=not progress):
+        ref = view.view
+        view_seconds.append(view.seconds)
+        write_pfm(out / "depths" / f"{ref:08d}.pfm", view.depth)
+        write_pfm(out / "confidence" / f"{ref:08d}.pfm", view.confidence)
         if config.previews:
             save_depth_preview(
-                str(out / "preview" / f"{ref:08d}.png"), depth, confidence, image=ref_image,
+                str(out / "preview" / f"{ref:08d}.png"), view.depth, view.confidence, image=view.image,
                 depth_range=(scene.views[ref].camera.depth_min, scene.views[ref].camera.depth_max),
                 title=f"{scene.name} view {ref}",
             )
-        depths[ref], confidences[ref] = depth, confidence
     summary = {
         "scene": str(scene.root),
-        "views": len(references),
-        "processed_size": [width, height],
+        "views": len(run.references),
+        "processed_size": [run.width, run.height],
         "seconds_per_view": float(np.mean(view_seconds)),
         "depth_seconds": time.perf_counter() - start,
         "config": asdict(config),
     }
     if config.fuse:
         tick = time.perf_counter()
-        cloud = fuse_depth_maps(scene, depths, confidences, config.fusion, device=config.device, progress=progress)
+        cloud = run.fuse(progress=progress)
         write_point_cloud(out / "fused.ply", cloud.points, cloud.colors)
         (out / "fused.json").write_text(json.dumps(cloud.stats_dict(), indent=2))
         summary["fused_points"] = int(len(cloud.points))

@@ -48,8 +48,15 @@ class LocalRayHead:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def environment(self) -> dict[str, str]:
+        """The head's environment, inherited by every process it starts.
+
+        ``RAY_ADDRESS`` matters when other Ray instances run on this machine: Ray's state
+        API (which Ray Train's placement-group cleaner uses) otherwise refuses to guess
+        which instance it belongs to.
+        """
         bin_dir = str(Path(sys.executable).parent)
-        return {**os.environ, **AUTH_ENV, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+        return {**os.environ, **AUTH_ENV, "RAY_ADDRESS": self.address,
+                "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
 
     def start(self) -> LocalRayHead:
         ray_cli = Path(sys.executable).parent / "ray"

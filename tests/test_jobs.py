@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from mvs.checkpoint import load_model, read_checkpoint
+from mvs.config import load_config
 from mvs.models import ModelConfig
 from mvs.training import DataConfig, OptimConfig, TrainConfig
 from tests.conftest import make_plane_scene
@@ -40,9 +41,11 @@ def plane_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_head():
-    saved = {k: os.environ.get(k) for k in AUTH_ENV}
-    os.environ.update(AUTH_ENV)
-    head = LocalRayHead(num_cpus=2).start()
+    head = LocalRayHead(num_cpus=2)
+    client_env = {**AUTH_ENV, "RAY_ADDRESS": head.address}
+    saved = {k: os.environ.get(k) for k in client_env}
+    os.environ.update(client_env)
+    head.start()
     try:
         yield head
     finally:
@@ -169,3 +172,67 @@ def load_model_weights(config: ModelConfig) -> dict:
 
     torch.manual_seed(0)  # build_model seeds with TrainConfig.seed = 0
     return CascadeMVSNet(config).state_dict()
+
+
+def test_tune_search_writes_trials_and_a_best_config_and_resumes(ray_driver, plane_data, tmp_path):
+    from jobs.train import DistributedConfig, TrainJobConfig
+    from jobs.tune import run as tune_run
+
+    space = {"optim.lr": {"loguniform": [1e-4, 3e-3]}, "model.groups": {"choice": [[4, 4, 2], [2, 2, 2]]},
+             "model.hypotheses": {"choice": [[8, 4, 2], [6, 4, 2]]}}
+    train = TrainConfig(data=DataConfig(train=str(plane_data), num_views=3, crop=None, validation_fraction=0.25),
+                        model=SMALL_MODEL,
+                        optim=OptimConfig(epochs=2, batch_size=1, warmup_steps=1, steps_per_epoch=2, validation_samples=2))
+    settings = DistributedConfig(num_workers=2, cpus_per_worker=0.5, storage_path=str(tmp_path), name="search",
+                                 max_failures=0, keep_checkpoints=1)
+    summary = tune_run(TrainJobConfig(train=train, ray=settings), space, samples=2, max_concurrent=1, trial_cpus=0.5)
+    experiment = tmp_path / "search"
+    rows = (experiment / "trials.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 and "val_acc_2" in rows[0] and "optim.lr" in rows[0]
+    assert summary["trials"] == 2 and 0.0 <= summary["best_value"] <= 1.0
+    best = load_config(TrainConfig, experiment / "best_config.yaml")
+    assert best.optim.lr == pytest.approx(summary["best_sampled"]["optim.lr"])
+    assert list(best.model.groups) == summary["best_sampled"]["model.groups"]
+    assert 1e-4 <= best.optim.lr <= 3e-3
+    # Each trial was a 2-worker training run with its own checkpoints.
+    assert len(list((experiment / "trials").glob("search_*/checkpoint_*"))) >= 2
+
+    # Resuming a finished search trains nothing more and reports the same trials.
+    again = tune_run(TrainJobConfig(train=train, ray=settings), space, samples=2, max_concurrent=1, trial_cpus=0.5,
+                     resume=True)
+    assert again["best_sampled"] == summary["best_sampled"] and again["trials"] == 2
+
+
+def test_tune_rejects_an_unknown_search_key(plane_data, tmp_path):
+    from jobs.train import TrainJobConfig
+    from jobs.tune import main as tune_main
+
+    (tmp_path / "space.yaml").write_text("optim.learning_rate: {loguniform: [1.0e-4, 1.0e-3]}\n")
+    assert tune_main(["--space", str(tmp_path / "space.yaml"), f"data.train={plane_data}"]) == 2
+    assert TrainJobConfig  # the module imports without a cluster
+
+
+def test_batch_reconstruction_reports_a_bad_scene_and_finishes_the_others(ray_driver, plane_data, tmp_path):
+    import shutil
+
+    from jobs.reconstruct import BatchConfig, find_scenes, run as batch_run
+    from mvs.io import read_point_cloud
+
+    scenes = tmp_path / "scenes"
+    for name in ("scene_000", "scene_001"):
+        shutil.copytree(plane_data / name, scenes / name)
+    shutil.copytree(plane_data / "scene_002", scenes / "broken")
+    (scenes / "broken" / "cams" / "00000001_cam.txt").write_text("extrinsic\n1 0 0\n")
+    summary = batch_run(find_scenes([str(scenes)]), tmp_path / "out", BatchConfig(num_views=3, previews=False),
+                        actors=2, cpus_per_actor=0.5, use_gpu=False, progress=False)
+    assert (summary["scenes"], summary["succeeded"], summary["failed"]) == (3, 2, 1)
+    by_name = {Path(r["scene"]).name: r for r in summary["results"]}
+    assert by_name["broken"]["status"] == "failed"
+    assert "00000001_cam.txt" in by_name["broken"]["error"]
+    for name in ("scene_000", "scene_001"):
+        assert by_name[name]["status"] == "ok" and by_name[name]["views"] == 3
+        assert len(list((tmp_path / "out" / name / "depths").glob("*.pfm"))) == 3
+        points, _ = read_point_cloud(tmp_path / "out" / name / "fused.ply")
+        assert len(points) == by_name[name]["fused_points"]
+    written = json.loads((tmp_path / "out" / "batch_summary.json").read_text())
+    assert written["failed"] == 1 and len(written["results"]) == 3

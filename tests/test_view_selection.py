@@ -1,4 +1,4 @@
-"""pair.txt scoring by triangulation angle (mvs.data.view_selection)."""
+"""pair.txt scoring by triangulation angle, from points or from cameras alone (mvs.data.view_selection)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from mvs.data.view_selection import angle_score, pair_scores, select_views
+from mvs.cameras import Camera, look_at
+from mvs.data.scene import load_scene
+from mvs.data.synthetic import SynthConfig, generate_scene
+from mvs.data.view_selection import (
+    angle_score,
+    frustum_samples,
+    pair_scores,
+    pairs_from_cameras,
+    select_views,
+)
 
 
 def ring(angles_deg, radius: float = 600.0) -> np.ndarray:
@@ -88,3 +97,48 @@ def test_rejects_mismatched_shapes():
         select_views(np.zeros((5, 3)), np.ones((2, 4), bool), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="points"):
         select_views(np.zeros((5, 2)), np.ones((2, 5), bool), np.zeros((2, 3)))
+
+
+# ----------------------------------------------------------------------------- from cameras alone
+
+
+@pytest.fixture(scope="module")
+def synthetic_scene(tmp_path_factory):
+    """6 views of a synthetic scene; its pair.txt was scored on the true surface."""
+    root = tmp_path_factory.mktemp("view_selection") / "scene"
+    generate_scene(root, SynthConfig(views=6, width=64, height=48, lights=1, test_light=0, gt_spacing=2.0), 4)
+    return load_scene(root)
+
+
+def test_pairs_from_cameras_agree_with_the_synthetic_pair_txt(synthetic_scene):
+    scene = synthetic_scene
+    ids = [100 + v for v in scene.view_ids]  # ids other than positions are carried through
+    pairs = pairs_from_cameras([scene.views[v].camera for v in scene.view_ids], num_sources=4, view_ids=ids)
+    assert list(pairs) == ids
+    for view, sources in zip(scene.view_ids, pairs.values(), strict=True):
+        chosen = [s - 100 for s, _ in sources]
+        assert view not in chosen and len(chosen) == len(set(chosen)) == 4
+        scores = [score for _, score in sources]
+        assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+        # Frustum samples stand in for the surface: the best source is one of the two best
+        # that the true surface gave.
+        assert chosen[0] in [s for s, _ in scene.pairs[view][:2]], (view, chosen, scene.pairs[view])
+
+
+def test_frustum_samples_shapes_and_a_view_facing_away():
+    K = np.array([[80.0, 0.0, 32.0], [0.0, 80.0, 24.0], [0.0, 0.0, 1.0]])
+    cameras = [
+        Camera(K, look_at(center, np.zeros(3), up=np.array([0.0, 1.0, 0.0])), 64, 48, 400.0, 800.0)
+        for center in ring([0.0, 5.0, 10.0, 15.0]) + np.array([0.0, 0.0, 100.0])
+    ]
+    away = ring([180.0])[0] * 3  # far outside the ring, looking away from it
+    cameras.append(Camera(K, look_at(away, away * 2, up=np.array([0.0, 0.0, 1.0])), 64, 48, 400.0, 800.0))
+    points, visibility = frustum_samples(cameras, grid=(4, 3))
+    assert points.shape == (5 * 4 * 3 * 3, 3) and visibility.shape == (5, len(points))
+    for v in range(5):  # every camera sees its own samples
+        assert visibility[v, v * 36 : (v + 1) * 36].all()
+    pairs = pairs_from_cameras(cameras)
+    assert pairs[4] == []  # overlaps nobody: no sources, and nobody's source
+    for view in range(4):
+        chosen = [s for s, _ in pairs[view]]
+        assert sorted(chosen) == sorted(set(range(4)) - {view})

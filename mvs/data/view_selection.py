@@ -15,14 +15,21 @@ with theta0 = 5 deg, sigma_small = 1, sigma_large = 10: the published MVSNet
 penalised sharply (poor depth resolution), larger ones gently (appearance change).
 
 Nothing here knows where the points come from: sparse SfM points and their tracks
-(a COLMAP import) or surface samples of a synthetic scene work the same way.
+(a COLMAP import) or surface samples of a synthetic scene work the same way. Without any
+points, ``pairs_from_cameras`` samples them from the cameras' view frustums.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from mvs.io.pair import ViewPairs
+
+if TYPE_CHECKING:
+    from mvs.cameras import Camera
 
 THETA0_DEG = 5.0
 SIGMA_SMALL_DEG = 1.0
@@ -108,7 +115,7 @@ def select_views(
     visibility: np.ndarray,
     centers: np.ndarray,
     num_sources: int = 10,
-    view_ids: list[int] | None = None,
+    view_ids: Sequence[int] | None = None,
     theta0: float = THETA0_DEG,
     sigma_small: float = SIGMA_SMALL_DEG,
     sigma_large: float = SIGMA_LARGE_DEG,
@@ -138,3 +145,73 @@ def select_views(
         candidates.sort(key=lambda s: (-scores[ref, s], s))
         pairs[ids[ref]] = [(ids[s], float(scores[ref, s])) for s in candidates[:num_sources]]
     return pairs
+
+
+def frustum_samples(
+    cameras: Sequence[Camera], grid: tuple[int, int] = (16, 12), fractions: Sequence[float] = (0.25, 0.5, 0.75)
+) -> tuple[np.ndarray, np.ndarray]:
+    """World points filling every camera's view frustum, and which cameras see each.
+
+    Each camera contributes a ``grid`` = (columns, rows) of pixel centres back-projected
+    to depths ``depth_min + f * (depth_max - depth_min)`` for each ``f`` in ``fractions``.
+    A camera sees a point when it lies in front of it within its depth range and projects
+    inside its image.
+
+    Returns:
+        points: (N, 3) float64 world points, scene units, N = V * columns * rows * len(fractions).
+        visibility: (V, N) bool, ``visibility[v, n]``: camera v sees point n (its own
+            samples always).
+    """
+    columns, rows = grid
+    points = []
+    for camera in cameras:
+        us = (np.arange(columns) + 0.5) * camera.width / columns
+        vs = (np.arange(rows) + 0.5) * camera.height / rows
+        pixels = np.stack(np.meshgrid(us, vs), -1).reshape(-1, 2)
+        rays = np.concatenate([pixels, np.ones((len(pixels), 1))], 1) @ np.linalg.inv(camera.intrinsics).T
+        for fraction in fractions:
+            depth = camera.depth_min + fraction * (camera.depth_max - camera.depth_min)
+            in_camera = rays * depth  # rays have z = 1 (K's last row is 0 0 1), so z = depth
+            points.append((in_camera - camera.translation) @ camera.rotation)  # R^T (x - t)
+    world = np.concatenate(points) if points else np.zeros((0, 3))
+    visibility = np.zeros((len(cameras), len(world)), bool)
+    for index, camera in enumerate(cameras):
+        x = world @ camera.rotation.T + camera.translation
+        z = x[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = (x @ camera.intrinsics.T)[:, :2] / z[:, None]
+        visibility[index] = (
+            (z >= camera.depth_min) & (z <= camera.depth_max)
+            & (uv[:, 0] >= -0.5) & (uv[:, 0] < camera.width - 0.5)
+            & (uv[:, 1] >= -0.5) & (uv[:, 1] < camera.height - 0.5)
+        )
+    return world, visibility
+
+
+def pairs_from_cameras(
+    cameras: Sequence[Camera],
+    num_sources: int = 10,
+    view_ids: Sequence[int] | None = None,
+    grid: tuple[int, int] = (16, 12),
+) -> ViewPairs:
+    """Source views of every view from the cameras alone, for a scene without pair.txt.
+
+    The points the views share are samples of their frustums (``frustum_samples``); the
+    triangulation-angle score of ``select_views`` then ranks the sources as it does for SfM
+    points. Overlapping frustums stand in for a shared surface, so prefer real points (SfM
+    tracks, a known surface) when there are any.
+
+    Args:
+        cameras: V calibrated cameras with their depth ranges (``depth_min``/``depth_max``
+            in scene units bound the samples).
+        num_sources: at most this many sources per view, best first.
+        view_ids: the ids of the V views (default: 0..V-1).
+        grid: (columns, rows) of pixels sampled per camera and depth.
+
+    Returns:
+        ``{view_id: [(source_id, score), ...]}`` as ``select_views`` gives it; a view is
+        never its own source, and a view whose frustum overlaps no other gets none.
+    """
+    points, visibility = frustum_samples(cameras, grid)
+    centers = np.array([camera.center for camera in cameras], dtype=np.float64).reshape(-1, 3)
+    return select_views(points, visibility, centers, num_sources, view_ids=view_ids)
