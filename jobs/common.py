@@ -85,6 +85,24 @@ def parse_bool_or_auto(value: str) -> bool | None:
     raise ValueError(f"expected auto, true or false, got {value!r}")
 
 
+def join(base: str, *parts: str) -> str:
+    """Join path parts, keeping a URI's ``scheme://`` intact (``Path`` would not)."""
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a small text file to a local path or an ``s3://`` / ``gs://`` URI (pyarrow)."""
+    import pyarrow.fs
+
+    if is_uri(path):
+        filesystem, inner = pyarrow.fs.FileSystem.from_uri(path)
+    else:
+        filesystem, inner = pyarrow.fs.LocalFileSystem(), str(Path(path).resolve())
+    filesystem.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(inner) as stream:
+        stream.write(text.encode())
+
+
 def cluster_has_gpus() -> bool:
     import ray
 

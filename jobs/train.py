@@ -29,7 +29,7 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import yaml
@@ -142,9 +142,11 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     model = ray.train.torch.prepare_model(model)
     optimizer, scheduler = build_optimizer(model, config, steps)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.optim.amp else None
+    val_config = config
     if config.optim.validation_samples is not None:
         # The cap is for the whole validation pass; each worker sees its shard.
-        config.optim.validation_samples = max(1, config.optim.validation_samples // world)
+        val_config = replace(config, optim=replace(config.optim,
+                                                   validation_samples=max(1, config.optim.validation_samples // world)))
 
     start_epoch, best, history, restarts = 0, -float("inf"), [], []
     checkpoint = ray.train.get_checkpoint()
@@ -167,7 +169,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
                                   progress=False, description=f"epoch {epoch + 1}")
         metrics = _gather_mean(metrics, sum_keys=("samples_per_second",))
         if val_loader is not None:
-            metrics.update(_gather_mean(validate(model, val_loader, config, device)))
+            metrics.update(_gather_mean(validate(model, val_loader, val_config, device)))
         metrics.update(epoch=epoch, world_size=world, epoch_seconds=time.perf_counter() - start,
                        ddp_param_spread=_parameter_spread(model), restarts=len(restarts))
         best = max(best, selection_metric(metrics))
@@ -235,13 +237,12 @@ def build_trainer(job: TrainJobConfig, callbacks: list | None = None):
     )
 
 
-def _write_text(run_path: str, name: str, text: str) -> None:
-    """Write a small file into the run folder, local or remote (pyarrow filesystem)."""
-    import pyarrow.fs
-
-    filesystem, base = pyarrow.fs.FileSystem.from_uri(run_path) if is_uri(run_path) else (pyarrow.fs.LocalFileSystem(), run_path)
-    filesystem.create_dir(base, recursive=True)
-    with filesystem.open_output_stream(f"{base}/{name}") as stream:
+def _write_text(result, name: str, text: str) -> None:
+    """Write a small file into the run folder, on whatever filesystem Ray stored the run
+    (``result.path`` is a path inside ``result.filesystem``: local, NFS, S3 or GCS)."""
+    filesystem = result.filesystem
+    filesystem.create_dir(result.path, recursive=True)
+    with filesystem.open_output_stream(f"{result.path}/{name}") as stream:
         stream.write(text.encode())
 
 
@@ -267,10 +268,10 @@ def run(job: TrainJobConfig, address: str | None = None) -> dict:
         "restarts": (result.return_value or {}).get("restarts", []),
         "epochs": [h["epoch"] for h in history],
     }
-    _write_text(result.path, "config.yaml", yaml.safe_dump(to_dict(job.train), sort_keys=False))
-    _write_text(result.path, "ray.yaml", yaml.safe_dump(to_dict(job.ray), sort_keys=False))
-    _write_text(result.path, "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    _write_text(result.path, "summary.json", json.dumps(summary, indent=2, default=str))
+    _write_text(result, "config.yaml", yaml.safe_dump(to_dict(job.train), sort_keys=False))
+    _write_text(result, "ray.yaml", yaml.safe_dump(to_dict(job.ray), sort_keys=False))
+    _write_text(result, "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    _write_text(result, "summary.json", json.dumps(summary, indent=2, default=str))
     print(f"done: latest checkpoint {summary['latest_checkpoint']}", flush=True)
     if best:
         print(f"best checkpoint     {best[0][0]}  (accuracy within 2 units {best[0][1]:.4f})", flush=True)

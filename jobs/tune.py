@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from jobs.common import connect, resolve_path
+from jobs.common import connect, join, resolve_path, write_text
 from jobs.train import FALLBACK_SCORE_METRIC, SCORE_METRIC, DistributedConfig, TrainJobConfig
 from mvs.config import apply_overrides, from_dict, load_config, to_dict
 from mvs.training import TrainConfig
@@ -113,16 +113,16 @@ def run(base: TrainJobConfig, space_spec: dict[str, Any], samples: int, max_conc
     check_space_against_config(base.train, space_spec)
     base = resolve_job_paths(base)
     connect(address)
-    experiment = Path(base.ray.storage_path) / base.ray.name
+    experiment = join(base.ray.storage_path, base.ray.name)
     score = SCORE_METRIC if base.train.data.validation_fraction > 0 else FALLBACK_SCORE_METRIC
     trainable = tune.with_resources(run_trial, {"CPU": trial_cpus})
-    if resume and tune.Tuner.can_restore(str(experiment)):
+    if resume and tune.Tuner.can_restore(experiment):
         print(f"resuming the search in {experiment}", flush=True)
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         # Trial runs are stored beside the experiment, one folder per trial.
         trial_storage = TrainJobConfig(train=base.train, ray=base.ray)
-        trial_storage.ray = from_dict(DistributedConfig, {**to_dict(base.ray), "storage_path": str(experiment / "trials")})
+        trial_storage.ray = from_dict(DistributedConfig, {**to_dict(base.ray), "storage_path": join(experiment, "trials")})
         param_space = {**build_search_space(space_spec), "__base__": to_dict(trial_storage)}
         tuner = tune.Tuner(
             trainable,
@@ -140,7 +140,7 @@ def run(base: TrainJobConfig, space_spec: dict[str, Any], samples: int, max_conc
     return summarise(grid, experiment, base, space_spec, score)
 
 
-def summarise(grid, experiment: Path, base: TrainJobConfig, space_spec: dict, score: str) -> dict:
+def summarise(grid, experiment: str, base: TrainJobConfig, space_spec: dict, score: str) -> dict:
     """Print and save the table of trials and the best configuration."""
     rows = []
     for result in grid:
@@ -159,18 +159,18 @@ def summarise(grid, experiment: Path, base: TrainJobConfig, space_spec: dict, sc
     import pandas as pd
 
     table = pd.DataFrame(rows)
-    table.to_csv(experiment / "trials.csv", index=False)
+    write_text(join(experiment, "trials.csv"), table.to_csv(index=False))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
 
     best = grid.get_best_result(metric=score, mode="max", scope="all")
     sampled = {k: v for k, v in best.config.items() if k != "__base__"}
     best_job = trial_config(to_dict(base), sampled)
-    (experiment / "best_config.yaml").write_text(yaml.safe_dump(to_dict(best_job.train), sort_keys=False))
+    write_text(join(experiment, "best_config.yaml"), yaml.safe_dump(to_dict(best_job.train), sort_keys=False))
     summary = {"metric": score, "best_value": best.metrics.get(score), "best_sampled": sampled,
                "best_trial_path": best.path, "trials": len(rows), "search_space": space_spec}
-    (experiment / "best.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text(join(experiment, "best.json"), json.dumps(summary, indent=2, default=str))
     print(f"best {score} = {summary['best_value']:.4f} with {sampled}", flush=True)
-    print(f"best config: {experiment / 'best_config.yaml'}  (train it: python jobs/train.py --config ...)", flush=True)
+    print(f"best config: {join(experiment, 'best_config.yaml')}  (train it: python jobs/train.py --config ...)", flush=True)
     return summary
 
 

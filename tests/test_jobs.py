@@ -215,7 +215,8 @@ def test_tune_rejects_an_unknown_search_key(plane_data, tmp_path):
 def test_batch_reconstruction_reports_a_bad_scene_and_finishes_the_others(ray_driver, plane_data, tmp_path):
     import shutil
 
-    from jobs.reconstruct import BatchConfig, find_scenes, run as batch_run
+    from jobs.reconstruct import BatchConfig, find_scenes
+    from jobs.reconstruct import run as batch_run
     from mvs.io import read_point_cloud
 
     scenes = tmp_path / "scenes"
