@@ -5,14 +5,20 @@ confidence 1), so the work is that of a real reconstruction of the same size: ev
 of every view goes through the confidence filter and the round trip into its sources.
 
     .venv/bin/python benchmarks/fusion_speed.py [--size 1600x1200] [--views 49] [--device cpu]
+        [--consistency fixed|dynamic] [--normals]
+
+The machine's 1-minute load average is recorded before and after: other processes on the
+cores slow the figure down.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,7 +38,10 @@ def main() -> None:
     parser.add_argument("--size", default="1600x1200")
     parser.add_argument("--views", type=int, default=49)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--consistency", choices=["fixed", "dynamic"], default="fixed")
+    parser.add_argument("--normals", action="store_true")
     args = parser.parse_args()
+    config = FusionConfig(consistency=args.consistency, normals=args.normals)
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         scene_dir = Path(tmp) / "scene"
@@ -43,8 +52,9 @@ def main() -> None:
         confidences = {v: np.ones_like(d) for v, d in depths.items()}
         load_seconds = time.perf_counter() - start
         rss_before = peak_rss_gb()
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
-        cloud = fuse_depth_maps(scene, depths, confidences, FusionConfig(), device=args.device, progress=True)
+        cloud = fuse_depth_maps(scene, depths, confidences, config, device=args.device, progress=True)
         fusion_seconds = time.perf_counter() - start
     result = {
         "size": [width, height],
@@ -56,11 +66,14 @@ def main() -> None:
         "fused_points": int(len(cloud.points)),
         "peak_rss_gb": peak_rss_gb(),
         "peak_rss_gb_before_fusion": rss_before,
-        "config": FusionConfig().__dict__,
-        "includes": "confidence filter, round trip into 10 sources per view, averaging, colours (image reading)",
+        "load_average_1min_before": round(load_before, 2),
+        "config": asdict(config),
+        "includes": "confidence filter, round trip into 10 sources per view, averaging, colours (image reading)"
+        + (", normals" if args.normals else ""),
     }
     print({k: v for k, v in result.items() if k != "config"})
-    write_result(f"fusion_speed_{args.device}", result)
+    suffix = ("_dynamic" if args.consistency == "dynamic" else "") + ("_normals" if args.normals else "")
+    write_result(f"fusion_speed_{args.device}{suffix}", result)
 
 
 if __name__ == "__main__":

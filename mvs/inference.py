@@ -27,7 +27,7 @@ from mvs.data.dataset import fit_size, resize_view
 from mvs.data.scene import Scene
 from mvs.errors import MVSInputError
 from mvs.fusion import FusedCloud, FusionConfig, fuse_depth_maps
-from mvs.io import write_pfm, write_point_cloud
+from mvs.io import write_pfm
 from mvs.visualize import save_depth_preview
 
 
@@ -181,7 +181,7 @@ def reconstruct_scene(
     if config.fuse:
         tick = time.perf_counter()
         cloud = run.fuse(progress=progress)
-        write_point_cloud(out / "fused.ply", cloud.points, cloud.colors)
+        cloud.write_ply(out / "fused.ply", source_view=config.fusion.ply_source_view)
         (out / "fused.json").write_text(json.dumps(cloud.stats_dict(), indent=2))
         summary["fused_points"] = int(len(cloud.points))
         summary["fusion_seconds"] = time.perf_counter() - tick

@@ -9,6 +9,7 @@ from mvs.io import (
     read_mask,
     read_pair,
     read_pfm,
+    read_point_attributes,
     read_point_cloud,
     write_image,
     write_mask,
@@ -123,6 +124,45 @@ def test_ply_round_trip(tmp_path, binary):
     np.testing.assert_array_equal(back_colors, colors)
     if binary:
         assert b"binary_little_endian" in (tmp_path / "p.ply").read_bytes()[:200]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ply_extra_vertex_properties(tmp_path, binary):
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(40, 3)) * 100
+    colors = rng.integers(0, 256, size=(40, 3), dtype=np.uint8)
+    normals = rng.normal(size=(40, 3))
+    views = rng.integers(0, 49, size=40).astype(np.int32)
+    weights = rng.random(40).astype(np.float32)
+    write_point_cloud(tmp_path / "p.ply", points, colors, normals, binary=binary,
+                      extra={"source_view": views, "weight": weights})
+    header = (tmp_path / "p.ply").read_bytes().split(b"end_header")[0]
+    assert b"property int source_view" in header and b"property float weight" in header
+    attributes = read_point_attributes(tmp_path / "p.ply")
+    np.testing.assert_array_equal(attributes["source_view"], views)
+    np.testing.assert_allclose(attributes["weight"], weights, rtol=0 if binary else 1e-5, atol=0 if binary else 1e-6)
+    np.testing.assert_array_equal(attributes["colors"], colors)
+    np.testing.assert_allclose(attributes["positions"], points, rtol=1e-12 if binary else 1e-5, atol=0 if binary else 1e-3)
+    np.testing.assert_allclose(attributes["normals"], normals, rtol=1e-12 if binary else 1e-5, atol=0 if binary else 1e-5)
+    # Readers that only know points and colours still read the file.
+    back, back_colors = read_point_cloud(tmp_path / "p.ply")
+    np.testing.assert_array_equal(back_colors, colors)
+    # An empty cloud keeps the properties in its header.
+    write_point_cloud(tmp_path / "e.ply", np.zeros((0, 3)), np.zeros((0, 3), np.uint8), binary=binary,
+                      extra={"source_view": np.zeros(0, np.int32)})
+    empty = read_point_attributes(tmp_path / "e.ply")
+    assert empty["source_view"].shape == (0,) and empty["source_view"].dtype == np.int32
+    assert empty["colors"].shape == (0, 3)
+
+
+def test_ply_extra_property_errors(tmp_path):
+    points = np.zeros((3, 3))
+    with pytest.raises(ValueError, match=r"must be \(3,\)"):
+        write_point_cloud(tmp_path / "x.ply", points, extra={"source_view": np.zeros(4, np.int32)})
+    with pytest.raises(ValueError, match="not allowed"):
+        write_point_cloud(tmp_path / "x.ply", points, extra={"red": np.zeros(3, np.uint8)})
+    with pytest.raises(ValueError, match="no PLY type"):
+        write_point_cloud(tmp_path / "x.ply", points, extra={"ids": np.zeros(3, np.int64)})
 
 
 def test_ply_errors(tmp_path):

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.common import join, node_lock, parse_bool_or_auto, resolve_path, worker_runtime_env, write_text
+from jobs.common import (
+    join,
+    node_lock,
+    parse_bool_or_auto,
+    resolve_path,
+    worker_runtime_env,
+    write_text,
+)
 
 
 def test_relative_job_paths_live_under_mvs_home_and_uris_stay(monkeypatch, tmp_path):

@@ -25,7 +25,6 @@ from mvs.data.scene import Scene
 from mvs.evaluation._projection import pixel_index
 from mvs.evaluation.pointcloud import json_safe
 from mvs.fusion import consistency_with_source
-from mvs.geometry import backproject_depth
 
 
 @dataclass
@@ -156,9 +155,8 @@ def cross_view_depth_consistency(depths: Mapping[int, np.ndarray], scene: Scene,
             counted &= torch.as_tensor(mask > 0, device=device)
         neighbours = [s for s in scene.source_views(ref) if s in depths][:num_neighbours]
         count = torch.zeros_like(ref_depth)
-        ref_points = backproject_depth(ref_depth[None], ref_K[None], ref_E[None])[0]  # once per view
         for src in neighbours:
-            reprojection, relative, _ = consistency_with_source(ref_depth, ref_K, ref_E, *tensors(src), ref_points)
+            reprojection, relative, _ = consistency_with_source(ref_depth, ref_K, ref_E, *tensors(src))
             count += (reprojection < reprojection_error) & (relative < relative_depth_error)
         ok = counted & (count >= min_consistent_views)
         n, k = int(counted.sum()), int(ok.sum())

@@ -4,7 +4,7 @@ from mvs.io.cam import CamFile, DepthLine, read_cam, write_cam
 from mvs.io.images import read_image, read_mask, write_image, write_mask
 from mvs.io.pair import ViewPairs, read_pair, write_pair
 from mvs.io.pfm import read_pfm, write_pfm
-from mvs.io.ply import read_point_cloud, write_point_cloud
+from mvs.io.ply import read_point_attributes, read_point_cloud, write_point_cloud
 
 __all__ = [
     "CamFile",
@@ -15,6 +15,7 @@ __all__ = [
     "read_mask",
     "read_pair",
     "read_pfm",
+    "read_point_attributes",
     "read_point_cloud",
     "write_cam",
     "write_image",
