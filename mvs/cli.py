@@ -92,28 +92,48 @@ def _add_fusion_options(p: argparse.ArgumentParser) -> None:
 
     d = FusionConfig()
     p.add_argument("--confidence-threshold", type=float, default=d.confidence_threshold)
-    p.add_argument("--reprojection-error", type=float, default=d.reprojection_error, help="pixels")
-    p.add_argument("--relative-depth-error", type=float, default=d.relative_depth_error)
-    p.add_argument("--min-consistent-views", type=int, default=d.min_consistent_views)
+    p.add_argument("--reprojection-error", type=float, default=d.reprojection_error, help="pixels (fixed mode)")
+    p.add_argument("--relative-depth-error", type=float, default=d.relative_depth_error,
+                   help="|d' - d| / d (fixed mode)")
+    p.add_argument("--min-consistent-views", type=int, default=d.min_consistent_views,
+                   help="fixed mode: agreeing sources needed; dynamic mode: the lowest level")
+    p.add_argument("--consistency", choices=["fixed", "dynamic"], default=d.consistency,
+                   help="fixed: one pair of thresholds; dynamic (D2HC-RMVSNet): kept when for some n at least n "
+                   "sources agree within n times the per-view steps below")
+    p.add_argument("--dynamic-reprojection-error", type=float, default=d.dynamic_reprojection_error,
+                   help=f"dynamic mode: pixels allowed per agreeing view (default {d.dynamic_reprojection_error:g})")
+    p.add_argument("--dynamic-relative-depth-error", type=float, default=d.dynamic_relative_depth_error,
+                   help=f"dynamic mode: relative depth error per agreeing view (default {d.dynamic_relative_depth_error:.3g})")
+    p.add_argument("--normals", action="store_true", help="unit normals per point (towards its camera) in the PLY")
+    p.add_argument("--ply-source-view", action="store_true",
+                   help="write each point's reference view id into the PLY (int vertex property source_view)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
 def _fusion_config(args: argparse.Namespace):
     from mvs.fusion import FusionConfig
 
-    return FusionConfig(
-        confidence_threshold=args.confidence_threshold,
-        reprojection_error=args.reprojection_error,
-        relative_depth_error=args.relative_depth_error,
-        min_consistent_views=args.min_consistent_views,
-    )
+    try:
+        return FusionConfig(
+            confidence_threshold=args.confidence_threshold,
+            reprojection_error=args.reprojection_error,
+            relative_depth_error=args.relative_depth_error,
+            min_consistent_views=args.min_consistent_views,
+            consistency=args.consistency,
+            dynamic_reprojection_error=args.dynamic_reprojection_error,
+            dynamic_relative_depth_error=args.dynamic_relative_depth_error,
+            normals=args.normals,
+            ply_source_view=args.ply_source_view,
+        )
+    except ValueError as error:  # a bad option value: report it like bad input
+        raise MVSInputError(str(error)) from None
 
 
 def fuse_folder(recon_dir: Path, scene_dir: Path, out: Path, config, device: str = "cpu") -> dict:
     """Fuse a folder of PFM depth maps; writes ``out`` (PLY) and ``out`` with .json stats."""
     from mvs.data.scene import load_scene
     from mvs.fusion import fuse_depth_maps
-    from mvs.io import read_pfm, write_point_cloud
+    from mvs.io import read_pfm
 
     scene = load_scene(scene_dir)
     depths, confidences = {}, {}
@@ -128,7 +148,7 @@ def fuse_folder(recon_dir: Path, scene_dir: Path, out: Path, config, device: str
         raise MVSInputError("no depth maps found (expected depths/00000000.pfm ...)", recon_dir)
     cloud = fuse_depth_maps(scene, depths, confidences or None, config, device=device, progress=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_point_cloud(out, cloud.points, cloud.colors)
+    cloud.write_ply(out, source_view=config.ply_source_view)
     stats = cloud.stats_dict()
     out.with_suffix(".json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -332,6 +352,164 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_import_colmap(sub: argparse._SubParsersAction) -> None:
+    from mvs.data.colmap import ColmapImportConfig
+
+    d = ColmapImportConfig()
+    p = sub.add_parser(
+        "import-colmap", help="turn a COLMAP sparse model and its photographs into a scene",
+        description="Write SPARSE_DIR (COLMAP cameras/images/points3D, .bin or .txt, PINHOLE or "
+        "SIMPLE_PINHOLE cameras: run `colmap image_undistorter` first) and the images in IMAGES_DIR as "
+        "an MVSNet test-layout scene: cams with per-view depth ranges from the sparse points, pair.txt "
+        "by triangulation angle, images resized to --max-dim. Units are the model's own.",
+    )
+    p.add_argument("sparse_dir", type=Path, help="COLMAP model folder (e.g. dense/sparse after image_undistorter)")
+    p.add_argument("images_dir", type=Path, help="folder the model's image names refer to (e.g. dense/images)")
+    p.add_argument("--out", type=Path, required=True, help="scene folder to write")
+    p.add_argument("--max-dim", type=int, default=d.max_dim,
+                   help=f"longer image side written (default {d.max_dim}; 0 keeps COLMAP's size)")
+    p.add_argument("--depth-num", type=int, default=d.depth_num,
+                   help=f"DEPTH_NUM (depth hypotheses) written to the cam files (default {d.depth_num})")
+    p.add_argument("--depth-percentiles", type=float, nargs=2, default=list(d.depth_percentiles),
+                   metavar=("LOW", "HIGH"), help="percentiles of each view's sparse point depths taken as "
+                   f"its depth range (default {d.depth_percentiles[0]:g} {d.depth_percentiles[1]:g})")
+    p.add_argument("--depth-margin", type=float, default=d.depth_margin,
+                   help=f"relative widening of that range (default {d.depth_margin:g}: "
+                   f"min*{1 - d.depth_margin:g}, max*{1 + d.depth_margin:g})")
+    p.add_argument("--min-points", type=int, default=d.min_points,
+                   help=f"fewest sparse points a view must observe (default {d.min_points})")
+    p.add_argument("--skip-sparse-views", action="store_true",
+                   help="drop views with fewer than --min-points points (with a warning) instead of failing")
+    p.add_argument("--num-sources", type=int, default=d.num_sources,
+                   help=f"source views per view in pair.txt (default {d.num_sources})")
+    p.add_argument("--overwrite", action="store_true", help="replace a scene a previous import wrote to --out")
+    p.set_defaults(func=cmd_import_colmap)
+
+
+def cmd_import_colmap(args: argparse.Namespace) -> int:
+    from mvs.data.colmap import ColmapImportConfig, import_colmap
+
+    config = ColmapImportConfig(
+        max_dim=args.max_dim or None, depth_num=args.depth_num, depth_percentiles=tuple(args.depth_percentiles),
+        depth_margin=args.depth_margin, min_points=args.min_points, skip_sparse_views=args.skip_sparse_views,
+        num_sources=args.num_sources, overwrite=args.overwrite,
+    )
+    summary = import_colmap(args.sparse_dir, args.images_dir, args.out, config, progress=True)
+    width, height = summary["size"]
+    print(f"scene       : {args.out} ({summary['views']} views at {width}x{height}, "
+          f"{summary['source']['format']} model)")
+    print(f"cams, pairs : {args.out / 'cams'}, {args.out / 'pair.txt'}")
+    print(f"sparse cloud: {args.out / 'sparse_points.ply'} ({summary['sparse_points']:,} points)")
+    if summary["skipped"]:
+        print(f"skipped     : {', '.join(s['name'] for s in summary['skipped'])} (too few points)")
+    print(f"next        : mvs reconstruct {args.out} --out OUT")
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="run the HTTP reconstruction service (Ray Serve) locally",
+        description="Start a local Ray instance and the reconstruction service on HOST:PORT: POST /v1/reconstruct, "
+        "POST /v1/jobs, GET /v1/jobs/{id}[/result], GET /v1/health, docs at /docs. Settings, replicas and "
+        "resources come from --config (a Serve config YAML such as serve_config.yaml); flags override it.",
+    )
+    p.add_argument("--config", type=Path, help="Serve config YAML (default: built-in settings)")
+    p.add_argument("--host", default=None, help="listen address (default 127.0.0.1, or the YAML's)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000, or the YAML's)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the checkpoint shipped with mvs")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default auto)")
+    p.add_argument("--replicas", type=int, default=None, help="fixed number of model replicas (no autoscaling)")
+    p.add_argument("--num-cpus", type=float, default=None, help="CPUs per model replica (torch threads)")
+    p.add_argument("--num-gpus", type=float, default=None, help="GPUs per model replica")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="largest request body, MiB (413 beyond)")
+    p.add_argument("--job-ttl", type=float, default=None, help="seconds a finished job's result is kept")
+    p.add_argument("--tmp-dir", type=Path, default=None, help="where per-request temporary directories go")
+    p.add_argument("--address", default=None,
+                   help="connect to a running Ray cluster (e.g. auto) instead of starting a local one")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # Imported here: `import mvs.cli` must never import Ray.
+    from mvs_serving.launch import serve_main
+
+    return serve_main(args)
+
+
+def _add_client(sub: argparse._SubParsersAction) -> None:
+    from mvs.fusion import FusionConfig
+
+    p = sub.add_parser("client", help="talk to a running reconstruction service",
+                       description="Client of `mvs serve` / the Ray Serve endpoint.")
+    client_sub = p.add_subparsers(dest="client_command", required=True)
+    rec = client_sub.add_parser(
+        "reconstruct", help="send a scene, get the fused point cloud",
+        description="Upload SCENE (MVSNet test-layout folder, or a zip/tar archive) and write the fused PLY "
+        "(or the JSON report with --output json) to --out. Runs as a job (submit, poll, download) so no "
+        "connection is held while the scene is processed; --sync uses one request instead (small scenes).",
+    )
+    rec.add_argument("scene", type=Path)
+    rec.add_argument("--url", required=True, help="service root, e.g. http://127.0.0.1:8000")
+    rec.add_argument("--out", type=Path, required=True, help="output PLY (or JSON with --output json)")
+    rec.add_argument("--max-dim", type=int, default=None, help="longer image side processed (default: the service's)")
+    rec.add_argument("--num-sources", type=int, default=None, help="source views per reference view (default 4)")
+    rec.add_argument("--output", choices=["ply", "json"], default=None, help="ply (default) or json")
+    rec.add_argument("--depth-line", choices=["interval", "min_max"], default=None)
+    d = FusionConfig()
+    rec.add_argument("--confidence-threshold", type=float, default=None, help=f"default {d.confidence_threshold}")
+    rec.add_argument("--reprojection-error", type=float, default=None, help=f"pixels (default {d.reprojection_error})")
+    rec.add_argument("--relative-depth-error", type=float, default=None, help=f"default {d.relative_depth_error}")
+    rec.add_argument("--min-consistent-views", type=int, default=None, help=f"default {d.min_consistent_views}")
+    rec.add_argument("--sync", action="store_true", help="one request (POST /v1/reconstruct) instead of a job")
+    rec.add_argument("--poll", type=float, default=1.0, help="seconds between job status polls")
+    rec.add_argument("--timeout", type=float, default=None, help="give up waiting for the job after this many seconds")
+    rec.add_argument("--http-timeout", type=float, default=600.0, help="seconds for each HTTP exchange")
+    rec.set_defaults(func=cmd_client)
+    health = client_sub.add_parser("health", help="print the service's health, limits and job counts")
+    health.add_argument("--url", required=True)
+    health.add_argument("--http-timeout", type=float, default=30.0)
+    health.set_defaults(func=cmd_client)
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from mvs_serving.client import client_main
+
+    return client_main(args)
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    from mvs.finetune import add_arguments
+
+    p = sub.add_parser(
+        "finetune", help="adapt a checkpoint to one scene, self-supervised (no ground truth)",
+        description="Fine-tune a checkpoint on SCENE without ground-truth depth: photometric consistency of "
+        "source views warped with the predicted depth (SSIM + L1, per-pixel minimum over sources), edge-aware "
+        "smoothness, and closeness to the original confident predictions. Writes CKPT (usable with "
+        "`mvs reconstruct --checkpoint CKPT`), CKPT.finetune.yaml and CKPT.finetune.json (loss per step).",
+    )
+    add_arguments(p)
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from mvs.finetune import config_from_args, finetune, sidecar_paths
+
+    try:
+        config = config_from_args(args)
+    except ValueError as error:  # a bad option value: report it like bad input
+        raise MVSInputError(str(error)) from None
+    summary = finetune(config, progress=True)
+    before, after = summary["loss_before"], summary["loss_after"]
+    config_path, log_path = sidecar_paths(config.out)
+    print(f"self-supervised loss on {len(summary['eval_views'])} views: photometric "
+          f"{before['photometric']:.4f} -> {after['photometric']:.4f}, total {before['loss']:.4f} -> "
+          f"{after['loss']:.4f} ({summary['steps']} steps, {summary['seconds']:.0f} s on {summary['device']})")
+    print(f"checkpoint  : {config.out}  (mvs reconstruct SCENE --out OUT --checkpoint {config.out})")
+    print(f"config, log : {config_path}, {log_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mvs", description="Learned multi-view stereo: calibrated photographs in, depth maps and a fused point cloud out."
@@ -344,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_fuse(sub)
     _add_evaluate(sub)
+    _add_import_colmap(sub)
+    _add_serve(sub)
+    _add_client(sub)
+    _add_finetune(sub)
     return parser
 
 
