@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from jobs.common import connect, is_uri, node_lock, parse_bool_or_auto, resolve_path
-from mvs.config import apply_overrides, from_dict, load_config, to_dict
+from mvs.config import from_dict, load_config, to_dict
 from mvs.training import TrainConfig
 
 # Ray Train keeps the best checkpoints by this metric: validation fraction of pixels
@@ -298,10 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def job_config_from_args(args: argparse.Namespace) -> TrainJobConfig:
-    if args.config:
-        train = load_config(TrainConfig, args.config, args.overrides)
-    else:
-        train = from_dict(TrainConfig, apply_overrides(to_dict(TrainConfig()), args.overrides))
+    train = load_config(TrainConfig, args.config, args.overrides)
     parse_bool_or_auto(args.use_gpu)  # fail early on a typo
     settings = DistributedConfig(
         num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,

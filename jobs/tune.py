@@ -200,10 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         overrides = list(args.overrides) + ([f"optim.epochs={args.epochs}"] if args.epochs else [])
-        if args.config:
-            train = load_config(TrainConfig, args.config, overrides)
-        else:
-            train = from_dict(TrainConfig, apply_overrides(to_dict(TrainConfig()), overrides))
+        train = load_config(TrainConfig, args.config, overrides)
         space = yaml.safe_load(args.space.read_text()) if args.space else DEFAULT_SPACE
         if not isinstance(space, dict) or not space:
             raise ValueError(f"{args.space}: the search space must be a non-empty mapping")

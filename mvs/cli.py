@@ -237,14 +237,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mvs.config import apply_overrides, from_dict, load_config, to_dict
+    from mvs.config import load_config
     from mvs.training import TrainConfig, train
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
-    if args.config:
-        config = load_config(TrainConfig, args.config, overrides)
-    else:
-        config = from_dict(TrainConfig, apply_overrides(to_dict(TrainConfig()), overrides))
+    config = load_config(TrainConfig, args.config, overrides)
     result = train(config, progress=True)
     print(f"run folder: {config.out} (best.pt, last.pt, config.yaml, metrics.jsonl)")
     print(f"best validation score: {result['best_metric']:.4f}")

@@ -74,9 +74,10 @@ def save_config(config: Any, path: str | Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
-def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
-    """Read a YAML config into ``cls`` and apply ``key.sub=value`` overrides."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """Read a YAML config into ``cls`` (``path`` None: ``cls``'s defaults) and apply
+    ``key.sub=value`` overrides."""
+    data = (yaml.safe_load(Path(path).read_text()) or {}) if path is not None else to_dict(cls())
     return from_dict(cls, apply_overrides(data, overrides or []))
 
 

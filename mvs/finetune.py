@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from mvs.cameras import Camera, stack_cameras
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model, save_checkpoint
-from mvs.config import apply_overrides, from_dict, load_config, save_config, to_dict
+from mvs.config import load_config, save_config, to_dict
 from mvs.data.dataset import fit_size, resize_view
 from mvs.data.scene import Scene, load_scene
 from mvs.errors import MVSInputError
@@ -390,10 +390,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         overrides.append("crop=null")
     elif args.crop is not None:
         overrides.append(f"crop=[{args.crop[0]},{args.crop[1]}]")
-    if args.config:
-        config = load_config(FinetuneConfig, args.config, overrides)
-    else:
-        config = from_dict(FinetuneConfig, apply_overrides(to_dict(FinetuneConfig()), overrides))
+    config = load_config(FinetuneConfig, args.config, overrides)
     strings = {"scene": args.scene, "out": args.out, "checkpoint": args.checkpoint,
                "device": args.device, "depth_line": args.depth_line}
     for key, value in strings.items():
