@@ -82,9 +82,14 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     payload = read_checkpoint(path or DEFAULT_CHECKPOINT)
     config = ModelConfig(**payload["model_config"])
     model = CascadeMVSNet(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    model.load_state_dict(state)
+    load_weights(model, payload)
     return model.to(device).eval(), payload
+
+
+def load_weights(model: torch.nn.Module, payload: dict) -> None:
+    """Load a checkpoint payload's weights into ``model`` (float16 shipped weights become float32)."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    _unwrap(model).load_state_dict(state)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mvs.checkpoint import read_checkpoint, save_checkpoint
-from mvs.config import save_config, to_dict
+from mvs.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from mvs.config import from_dict, save_config, to_dict
 from mvs.data.dataset import MVSDataset, SampleConfig, load_groups, split_groups
 from mvs.models import CascadeMVSNet, ModelConfig
 from mvs.models.loss import cascade_loss, depth_metrics
@@ -75,6 +75,10 @@ class TrainConfig:
     out: str = "outputs/train"
     seed: int = 0
     device: str = "auto"  # auto: cuda if available
+    # Start from these weights (a checkpoint file or folder) instead of a random
+    # initialisation; the network's configuration is taken from that checkpoint.
+    # Ignored when the run folder already holds last.pt (resuming wins).
+    init_from: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -288,6 +292,10 @@ def train(config: TrainConfig, progress: bool = True, on_epoch=None) -> dict:
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    last_path = out / "last.pt"
+    initial = read_checkpoint(config.init_from) if config.init_from and not last_path.is_file() else None
+    if initial is not None:
+        config.model = from_dict(ModelConfig, initial["model_config"])
     save_config(config, out / "config.yaml")
     device = resolve_device(config.device)
     train_set, val_set = build_datasets(config)
@@ -303,7 +311,10 @@ def train(config: TrainConfig, progress: bool = True, on_epoch=None) -> dict:
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.optim.amp else None
 
     start_epoch, best = 0, -float("inf")
-    last_path = out / "last.pt"
+    if initial is not None:
+        load_weights(model, initial)
+        if progress:
+            print(f"starting from the weights of {config.init_from}")
     if last_path.is_file():
         payload = read_checkpoint(last_path, map_location=device)
         start_epoch, best = restore_training_state(payload, model, optimizer, scheduler)

@@ -54,6 +54,34 @@ def test_train_writes_a_resumable_run(plane_scenes, tmp_path):
     assert state["epoch"] == 1 and "optimizer" in state
 
 
+def test_train_can_start_from_a_checkpoint(plane_scenes, tmp_path):
+    train(small_config(plane_scenes, tmp_path / "first"), progress=False)
+    trained = read_checkpoint(tmp_path / "first" / "best.pt")
+    # The second run names no model: the network's configuration comes from the checkpoint.
+    config = small_config(plane_scenes, tmp_path / "second")
+    config.model = ModelConfig()
+    config.init_from = str(tmp_path / "first" / "best.pt")
+    config.optim.lr = 0.0  # weights stay where they started, so they must equal the checkpoint's
+    train(config, progress=False)
+    assert load_config(TrainConfig, tmp_path / "second" / "config.yaml").model == SMALL_MODEL
+    continued = read_checkpoint(tmp_path / "second" / "last.pt")["state_dict"]
+    parameters = dict(CascadeMVSNet(SMALL_MODEL).named_parameters())
+    assert parameters and all(torch.equal(continued[name], trained["state_dict"][name]) for name in parameters)
+    # From random weights instead (same seed), they differ from the trained ones.
+    config = small_config(plane_scenes, tmp_path / "third")
+    config.optim.lr = 0.0
+    train(config, progress=False)
+    fresh = read_checkpoint(tmp_path / "third" / "last.pt")["state_dict"]
+    assert not all(torch.equal(fresh[name], trained["state_dict"][name]) for name in parameters)
+
+
+def test_train_rejects_a_missing_initial_checkpoint(plane_scenes, tmp_path):
+    config = small_config(plane_scenes, tmp_path / "run")
+    config.init_from = str(tmp_path / "nowhere.pt")
+    with pytest.raises(MVSInputError, match="checkpoint not found"):
+        train(config, progress=False)
+
+
 def test_checkpoint_round_trip_is_weights_only(tmp_path):
     model = CascadeMVSNet(SMALL_MODEL)
     save_checkpoint(tmp_path / "c.pt", model, SMALL_MODEL, meta={"note": "x"})
