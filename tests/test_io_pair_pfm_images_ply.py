@@ -17,7 +17,7 @@ from mvs.io import (
     write_pfm,
     write_point_cloud,
 )
-from mvs.io.images import decode_image
+from mvs.io.images import decode_image, image_size
 
 # ----------------------------------------------------------------------------- pair.txt
 
@@ -99,6 +99,24 @@ def test_image_round_trip_is_rgb(tmp_path):
     mask = np.eye(5, dtype=bool)
     write_mask(tmp_path / "m.png", mask)
     np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), mask)
+
+
+def test_exif_orientation_is_ignored(tmp_path):
+    """A phone photo tagged 'rotate 90' is read as stored, the layout its calibration uses."""
+    from PIL import Image
+
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = 255  # left half white, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(stored[..., 0]).save(tmp_path / "mask.png")
+    assert image_size(tmp_path / "phone.jpg") == (40, 20)
+    image = read_image(tmp_path / "phone.jpg")
+    assert image.shape == (20, 40, 3) and image[:, :15].min() > 200 and image[:, 25:].max() < 50
+    decoded = decode_image((tmp_path / "phone.jpg").read_bytes(), "phone.jpg")
+    np.testing.assert_array_equal(decoded, image)
+    assert read_mask(tmp_path / "mask.png").shape == (20, 40)
 
 
 def test_corrupt_images(tmp_path):

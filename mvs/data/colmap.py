@@ -42,7 +42,7 @@ import numpy as np
 
 from mvs.cameras import Camera
 from mvs.data.dataset import fit_size
-from mvs.data.scene import read_image_size
+from mvs.io.images import image_size
 from mvs.data.view_selection import select_views
 from mvs.errors import MVSInputError
 from mvs.io import write_cam, write_image, write_pair, write_point_cloud
@@ -202,7 +202,7 @@ def _check_images(images: list[ColmapImage], model: ColmapModel, images_dir: Pat
         )
     for im in images:
         camera = model.cameras[im.camera_id]
-        size = read_image_size(paths[im.id])
+        size = image_size(paths[im.id])
         if size != (camera.width, camera.height):
             raise MVSInputError(
                 f"image is {size[0]}x{size[1]} but COLMAP camera {camera.id} is "

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mvs.cameras import Camera
 from mvs.errors import MVSInputError
 from mvs.io.cam import CamFile, DepthLine, read_cam
-from mvs.io.images import IMAGE_SUFFIXES, read_image, read_mask
+from mvs.io.images import IMAGE_SUFFIXES, image_size, read_image, read_mask
 from mvs.io.pair import ViewPairs, read_pair
 from mvs.io.pfm import read_pfm
 
@@ -99,17 +98,6 @@ class Scene:
 
     def has_ground_truth(self) -> bool:
         return all(v.depth_path is not None for v in self.views.values())
-
-
-def read_image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise MVSInputError("image not found", path) from None
-    except Exception as error:  # PIL raises several types for corrupt files
-        raise MVSInputError(f"not a readable image ({error})", path) from None
 
 
 def _view_id(path: Path) -> int | None:
@@ -194,7 +182,7 @@ def load_mvsnet_scene(
         if vid not in images:
             raise MVSInputError(f"camera {cam_path.name} has no image", images_dir)
 
-    sizes = {images[v]: read_image_size(images[v]) for v in images}
+    sizes = {images[v]: image_size(images[v]) for v in images}
     width, height = _check_same_size(sizes)
     views = {}
     for vid, image_path in images.items():
@@ -278,7 +266,7 @@ class DTUTrainLayout:
         for v, p in image_paths.items():
             if not p.is_file():
                 raise MVSInputError(f"view {v} (light {light}) is listed in pair.txt but its image is missing", p)
-        width, height = _check_same_size({p: read_image_size(p) for p in image_paths.values()})
+        width, height = _check_same_size({p: image_size(p) for p in image_paths.values()})
         views = {}
         for v in view_ids:
             cam = read_cam(cams_dir / f"{v:08d}_cam.txt", depth_line)
@@ -318,7 +306,7 @@ def load_blendedmvs_scene(root: str | Path, depth_line: DepthLine | str = DepthL
     for v, p in image_paths.items():
         if not p.is_file():
             raise MVSInputError(f"view {v} is listed in pair.txt but its image is missing", p)
-    width, height = _check_same_size({p: read_image_size(p) for p in image_paths.values()})
+    width, height = _check_same_size({p: image_size(p) for p in image_paths.values()})
     views = {}
     for v in view_ids:
         cam = read_cam(cams_dir / f"{v:08d}_cam.txt", depth_line)
