@@ -42,7 +42,7 @@ reference pixel with depth. Points are averaged in the reference's q coordinates
 image of world space, so the mean is the same point) and mapped to world once per view.
 On a CPU the reference pixels go in bands of 65,536 through all their sources while the
 band's temporaries are still in cache, shared out to worker threads that each run
-single-threaded PyTorch (``mvs.models.cost_volume.run_bands``: no fork/join per operation,
+single-threaded PyTorch (``mvs.parallel.run_bands``: no fork/join per operation,
 which costs several times the work when other processes compete for the cores). Memory:
 the band temporaries (a few MB per worker; dynamic mode: plus 16 bytes per band pixel and
 source), the current reference's source maps, up to 256 MB of source maps kept for the
@@ -75,7 +75,7 @@ from tqdm import tqdm
 from mvs.cameras import Camera
 from mvs.data.scene import Scene
 from mvs.io.ply import write_point_cloud
-from mvs.models.cost_volume import run_bands
+from mvs.parallel import run_bands
 
 CONSISTENCY_MODES = ("fixed", "dynamic")
 

@@ -27,11 +27,10 @@ from mvs.models import (
     initial_hypotheses,
     refined_hypotheses,
     scale_intrinsics,
-    warp_features,
     window_confidence,
 )
-from mvs.models.cost_volume import run_bands
-from mvs.warping import warp_source_to_reference
+from mvs.parallel import run_bands
+from mvs.warping import warp_features, warp_source_to_reference
 from tests.conftest import random_camera
 
 # ---------------------------------------------------------------------------- helpers

@@ -42,7 +42,6 @@ import numpy as np
 
 from mvs.cameras import Camera
 from mvs.data.dataset import fit_size
-from mvs.io.images import image_size
 from mvs.data.view_selection import select_views
 from mvs.errors import MVSInputError
 from mvs.io import write_cam, write_image, write_pair, write_point_cloud
@@ -53,6 +52,7 @@ from mvs.io.colmap import (
     qvec_to_rotation,
     read_colmap_model,
 )
+from mvs.io.images import image_size
 
 UNDISTORTED_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")
 # Sizes differing by less than this relative aspect ratio are resized to one common size

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from PIL import Image
 
 from mvs.errors import MVSInputError

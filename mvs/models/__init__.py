@@ -2,7 +2,7 @@
 
 from mvs.models.cascade import CascadeMVSNet, scale_intrinsics
 from mvs.models.config import ModelConfig
-from mvs.models.cost_volume import CostVolume, VisibilityNet, group_correlation, warp_features
+from mvs.models.cost_volume import CostVolume, VisibilityNet, group_correlation
 from mvs.models.depth_head import depth_regression, window_confidence
 from mvs.models.features import FeaturePyramid, standardize_images
 from mvs.models.hypotheses import base_interval, initial_hypotheses, refined_hypotheses
@@ -26,6 +26,5 @@ __all__ = [
     "refined_hypotheses",
     "scale_intrinsics",
     "standardize_images",
-    "warp_features",
     "window_confidence",
 ]

@@ -50,6 +50,9 @@ class SelfSupervisedConfig:
         prior_weight: weight of the term that keeps confident original predictions.
         prior_confidence: original confidence from which a pixel is held by the prior.
         prior_beta: smooth-L1 transition of the prior term, in base intervals.
+        image_stage_weights: per-stage weights (coarse to fine) of the photometric and
+            smoothness terms; None: the model's ``stage_loss_weights``. The prior term
+            always uses the model's. Normalised to sum to 1.
     """
 
     photometric_weight: float = 1.0
@@ -59,8 +62,13 @@ class SelfSupervisedConfig:
     prior_weight: float = 0.02
     prior_confidence: float = 0.5
     prior_beta: float = 1.0
+    image_stage_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.image_stage_weights is not None:
+            self.image_stage_weights = tuple(float(w) for w in self.image_stage_weights)
+            if min(self.image_stage_weights) < 0 or sum(self.image_stage_weights) <= 0:
+                raise ValueError(f"image_stage_weights must be >= 0 with a positive sum, got {self.image_stage_weights}")
         if not 0.0 <= self.ssim_alpha <= 1.0:
             raise ValueError(f"ssim_alpha must be in [0, 1], got {self.ssim_alpha}")
         if self.ssim_window < 3 or self.ssim_window % 2 == 0:
@@ -231,6 +239,14 @@ def prior_loss(
     return (weight * per_pixel).mean()
 
 
+def _normalised(weights: tuple[float, ...], count: int) -> list[float]:
+    """The first ``count`` weights divided by their sum."""
+    chosen = [float(w) for w in weights[:count]]
+    if len(chosen) != count:
+        raise ValueError(f"need {count} stage weights, got {list(weights)}")
+    return [w / sum(chosen) for w in chosen]
+
+
 def self_supervised_loss(
     outputs: dict,
     prior: dict | None,
@@ -271,8 +287,8 @@ def self_supervised_loss(
     """
     config = config or SelfSupervisedConfig()
     stages = outputs["stages"]
-    weights = torch.tensor(model_config.stage_loss_weights[: len(stages)], dtype=torch.float32)
-    weights = (weights / weights.sum()).tolist()
+    weights = _normalised(model_config.stage_loss_weights, len(stages))  # prior term
+    image_weights = _normalised(config.image_stage_weights or model_config.stage_loss_weights, len(stages))
     interval = base_interval(
         depth_min.float(), depth_max.float(), model_config.hypotheses[0],
         model_config.interval_ratios[0], model_config.inverse_depth,
@@ -296,9 +312,10 @@ def self_supervised_loss(
             depth,
         )
         photometric, _, covered = min_photometric_loss(ref, warped, valid, config.ssim_alpha, config.ssim_window)
-        stage_total = config.photometric_weight * photometric
         smoothness = edge_aware_smoothness(depth, ref)
-        stage_total = stage_total + config.smoothness_weight * smoothness
+        total = total + image_weights[k] * (
+            config.photometric_weight * photometric + config.smoothness_weight * smoothness
+        )
         prior_term = depth.new_zeros(())
         if prior is not None and config.prior_weight > 0:
             reference_stage = prior["stages"][k]
@@ -307,10 +324,10 @@ def self_supervised_loss(
                 reference_stage["confidence"].float().detach(), interval,
                 config.prior_confidence, config.prior_beta, model_config.inverse_depth,
             )
-            stage_total = stage_total + config.prior_weight * prior_term
-        total = total + weights[k] * stage_total
-        for name, value in (("photometric", photometric), ("smoothness", smoothness), ("prior", prior_term)):
-            sums[name] += weights[k] * float(value.detach())
+            total = total + weights[k] * config.prior_weight * prior_term
+        sums["photometric"] += image_weights[k] * float(photometric.detach())
+        sums["smoothness"] += image_weights[k] * float(smoothness.detach())
+        sums["prior"] += weights[k] * float(prior_term.detach())
         if k == len(stages) - 1:
             terms["photometric_final"] = float(photometric.detach())
             terms["covered"] = float(covered.float().mean())
