@@ -458,6 +458,10 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--reprojection-error", type=float, default=None, help=f"pixels (default {d.reprojection_error})")
     rec.add_argument("--relative-depth-error", type=float, default=None, help=f"default {d.relative_depth_error}")
     rec.add_argument("--min-consistent-views", type=int, default=None, help=f"default {d.min_consistent_views}")
+    rec.add_argument("--consistency", choices=["fixed", "dynamic"], default=None, help=f"default {d.consistency}")
+    rec.add_argument("--normals", action="store_true", default=None, help="unit normals per point in the PLY")
+    rec.add_argument("--source-view", action="store_true", default=None,
+                     help="each point's reference view id as a PLY vertex property")
     rec.add_argument("--sync", action="store_true", help="one request (POST /v1/reconstruct) instead of a job")
     rec.add_argument("--poll", type=float, default=1.0, help="seconds between job status polls")
     rec.add_argument("--timeout", type=float, default=None, help="give up waiting for the job after this many seconds")

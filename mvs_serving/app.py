@@ -116,12 +116,16 @@ def _form_schema() -> dict[str, Any]:
         "reprojection_error": "fusion: pixels",
         "relative_depth_error": "fusion: |d' - d| / d",
         "min_consistent_views": "fusion: sources a pixel must agree with",
+        "consistency": "fusion: fixed, or dynamic (D2HC-RMVSNet-style thresholds that tighten as more views agree)",
+        "normals": "true: unit normals per point in the PLY",
+        "source_view": "true: each point's reference view id as a PLY vertex property",
         "output": f"one of {', '.join(OUTPUTS)} (ply: binary PLY; json: per-view statistics and depth previews)",
         "depth_line": "interval or min_max: how line 11 of the cam files reads",
     }
     defaults = ReconstructOptions().to_dict()
     for name in option_parsers(ServiceConfig()):
-        kind = "integer" if isinstance(defaults[name], int) else "number" if isinstance(defaults[name], float) else "string"
+        value = defaults[name]
+        kind = "boolean" if isinstance(value, bool) else "integer" if isinstance(value, int) else "number" if isinstance(value, float) else "string"
         default = ServiceConfig().default_max_dim if name == "max_dim" else defaults[name]
         properties[name] = {"type": kind, "default": default, "description": descriptions[name]}
     return {

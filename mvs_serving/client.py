@@ -97,7 +97,7 @@ def scene_files(scene: str | Path) -> Iterator[list[tuple[str, tuple[str, Any]]]
 
 
 def _form(options: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in options.items() if v is not None}
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items() if v is not None}
 
 
 class ReconstructionClient:
@@ -222,7 +222,8 @@ def client_main(args) -> int:
             "max_dim": args.max_dim, "num_sources": args.num_sources, "output": args.output,
             "confidence_threshold": args.confidence_threshold, "reprojection_error": args.reprojection_error,
             "relative_depth_error": args.relative_depth_error, "min_consistent_views": args.min_consistent_views,
-            "depth_line": args.depth_line,
+            "depth_line": args.depth_line, "consistency": args.consistency,
+            "normals": args.normals, "source_view": args.source_view,
         }
         start = time.perf_counter()
         if args.sync:

@@ -4,7 +4,7 @@ The model replica runs ``run_payload`` and forwards its events to the ingress; t
 benchmark calls the same code in-process to measure what Serve adds. The work is the core
 library's: ``mvs.inference.SceneReconstruction`` (the steps ``reconstruct_scene`` runs,
 kept in memory and driven here view by view so progress streams out), then
-``mvs.io.write_point_cloud``. This module only turns the steps into events.
+``FusedCloud.write_ply``. This module only turns the steps into events.
 
 Events (plain dicts, so they cross process boundaries as they are)::
 
@@ -31,7 +31,6 @@ import torch
 from mvs.data.scene import Scene
 from mvs.errors import MVSInputError
 from mvs.inference import SceneReconstruction
-from mvs.io import write_point_cloud
 from mvs.visualize import colorize
 from mvs_serving.errors import relative_message
 from mvs_serving.options import ReconstructOptions
@@ -127,7 +126,7 @@ def reconstruct_events(
     tick = time.perf_counter()
     ply_path = work_dir / "fused.ply"
     if options.output == "ply":
-        write_point_cloud(ply_path, cloud.points, cloud.colors)
+        cloud.write_ply(ply_path, source_view=options.source_view)
     write_seconds = time.perf_counter() - tick
     meta = {
         "scene": scene.name,

@@ -8,6 +8,9 @@ Form fields (all optional)::
     reprojection_error    fusion: pixels
     relative_depth_error  fusion: |d' - d| / d
     min_consistent_views  fusion: sources a pixel must agree with
+    consistency           fusion: fixed (default) or dynamic (D2HC-RMVSNet-style thresholds)
+    normals               true/false: unit normals per point in the PLY
+    source_view           true/false: each point's reference view id as a PLY vertex property
     output                ply (binary, default) or json (per-view statistics, depth previews)
     depth_line            interval (default) or min_max: how line 11 of the cam files reads
 """
@@ -27,6 +30,8 @@ from mvs_serving.config import ServiceConfig
 from mvs_serving.errors import unprocessable
 
 OUTPUTS = ("ply", "json")
+CONSISTENCY_MODES = ("fixed", "dynamic")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 DEPTH_LINES = tuple(d.value for d in DepthLine)
 _FUSION = FusionConfig()
 
@@ -41,6 +46,9 @@ class ReconstructOptions:
     reprojection_error: float = _FUSION.reprojection_error
     relative_depth_error: float = _FUSION.relative_depth_error
     min_consistent_views: int = _FUSION.min_consistent_views
+    consistency: str = _FUSION.consistency
+    normals: bool = _FUSION.normals
+    source_view: bool = _FUSION.ply_source_view
     output: str = "ply"
     depth_line: str = DepthLine.INTERVAL.value
 
@@ -50,6 +58,9 @@ class ReconstructOptions:
             reprojection_error=self.reprojection_error,
             relative_depth_error=self.relative_depth_error,
             min_consistent_views=self.min_consistent_views,
+            consistency=self.consistency,
+            normals=self.normals,
+            ply_source_view=self.source_view,
         )
 
     def reconstruct_config(self, device: str) -> ReconstructConfig:
@@ -105,6 +116,13 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
+def _boolean(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise unprocessable("invalid_option", f"{name} must be true or false, got {text!r}")
+
+
 def option_parsers(config: ServiceConfig) -> dict[str, Callable[[str, str], Any]]:
     """Form field name -> parser (name, text) -> value, with this service's limits."""
     return {
@@ -114,6 +132,9 @@ def option_parsers(config: ServiceConfig) -> dict[str, Callable[[str, str], Any]
         "reprojection_error": _number(0.0, 100.0, low_open=True),
         "relative_depth_error": _number(0.0, 1.0, low_open=True),
         "min_consistent_views": _integer(0, config.max_num_sources),
+        "consistency": _choice(CONSISTENCY_MODES),
+        "normals": _boolean,
+        "source_view": _boolean,
         "output": _choice(OUTPUTS),
         "depth_line": _choice(DEPTH_LINES),
     }

@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 from mvs.cli import HELD_OUT_SEED
 from mvs.cli import main as mvs_main
 from mvs.data.synthetic import SynthConfig, generate_scene
-from mvs.io import read_point_cloud
+from mvs.io import read_point_attributes, read_point_cloud
 from mvs_serving.config import ServiceConfig
 from mvs_serving.errors import RequestError
 from mvs_serving.jobs import JobStore
@@ -390,12 +390,26 @@ def test_cli_client_reconstructs_through_a_job(service, scene_dir, tmp_path, cap
     url, _ = service
     out = tmp_path / "cloud.ply"
     code = mvs_main(["client", "reconstruct", str(scene_dir), "--url", url, "--out", str(out),
-                     "--min-consistent-views", "2", "--poll", "0.3"])
+                     "--min-consistent-views", "2", "--poll", "0.3", "--normals", "--source-view"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "done" in captured.err and "points ->" in captured.out
     points, _ = read_point_cloud(out)
     assert_near_surface(points, scene_dir)
+    attributes = read_point_attributes(out)
+    np.testing.assert_allclose(np.linalg.norm(attributes["normals"], axis=1), 1.0, atol=1e-3)
+    assert set(np.unique(attributes["source_view"])) <= set(range(6))
+    assert len(np.unique(attributes["source_view"])) >= 3
+
+
+def test_fusion_options_are_parsed_and_reach_the_fusion_config():
+    from mvs_serving.options import parse_options
+
+    options = parse_options([("consistency", "Dynamic"), ("normals", "true"), ("source_view", "0")], ServiceConfig())
+    fusion = options.fusion_config()
+    assert (fusion.consistency, fusion.normals, fusion.ply_source_view) == ("dynamic", True, False)
+    defaults = parse_options([], ServiceConfig()).fusion_config()
+    assert (defaults.consistency, defaults.normals, defaults.ply_source_view) == ("fixed", False, False)
 
 
 def test_bad_requests_get_4xx_json_and_the_service_stays_healthy(service, scene_dir, tmp_path):
@@ -488,6 +502,10 @@ def test_bad_requests_get_4xx_json_and_the_service_stays_healthy(service, scene_
          422, "invalid_option", ["max_dim", "-5"]),
         ("option not a number", "reconstruct", {"files": files(), "data": {"relative_depth_error": "small"}},
          422, "invalid_option", ["relative_depth_error", "number"]),
+        ("option not a boolean", "reconstruct", {"files": files(), "data": {"normals": "maybe"}},
+         422, "invalid_option", ["normals", "true or false", "maybe"]),
+        ("unknown consistency mode", "reconstruct", {"files": files(), "data": {"consistency": "strict"}},
+         422, "unsupported_option", ["consistency", "strict", "fixed, dynamic"]),
         ("not multipart", "reconstruct", {"json": {"images": []}},
          415, "unsupported_media_type", ["multipart/form-data"]),
         ("no files", "reconstruct", {"files": [("max_dim", (None, "64"))]},
