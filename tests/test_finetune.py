@@ -185,6 +185,23 @@ def test_prior_and_smoothness_terms():
     assert float(edge_aware_smoothness(bumpy * 1e-3, image)) == pytest.approx(float(edge_aware_smoothness(bumpy, image)), rel=1e-4)
 
 
+def test_image_terms_can_weight_the_stages_on_their_own():
+    t = plane_tensors()
+    outputs = fake_outputs(t["depth"], np.random.default_rng(0), 0.02)
+    args = (outputs, None, t["reference"], t["K"], t["E"], t["sources"], t["src_K"], t["src_E"],
+            t["depth_min"], t["depth_max"], ModelConfig())
+    final_only = SelfSupervisedConfig(prior_weight=0.0, image_stage_weights=[0, 0, 2])  # YAML gives lists
+    loss, terms = self_supervised_loss(*args, final_only)
+    assert final_only.image_stage_weights == (0.0, 0.0, 2.0)
+    assert terms["photometric"] == pytest.approx(terms["photometric_final"])
+    assert float(loss) == pytest.approx(terms["photometric"] + final_only.smoothness_weight * terms["smoothness"], rel=1e-5)
+    _, default_terms = self_supervised_loss(*args, SelfSupervisedConfig(prior_weight=0.0))
+    assert default_terms["photometric"] != pytest.approx(terms["photometric"])  # coarse stages count by default
+    for bad in ([1.0, -1.0, 1.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="image_stage_weights"):
+            SelfSupervisedConfig(image_stage_weights=bad)
+
+
 def test_loss_gradients_reach_every_stage_of_the_network():
     from mvs.models import CascadeMVSNet
 
