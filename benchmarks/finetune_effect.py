@@ -102,7 +102,8 @@ def synthetic(args: argparse.Namespace, work: Path) -> tuple[dict, list[np.ndarr
         reconstruct(args.checkpoint, scene, work / f"before_{seed}", max(width, height), args.num_views, args.device)
         before = evaluate_depth_folder(work / f"before_{seed}", scene)
         checkpoint = work / f"finetuned_{seed}.pt"
-        summary, curves[f"synthetic seed {seed}"] = run_finetune(scene_dir, checkpoint, args, args.finetune_max_dim)
+        summary, curves[f"synthetic seed {seed}"] = run_finetune(scene_dir, checkpoint, args,
+                                                                   args.finetune_max_dim or max(width, height))
         reconstruct(checkpoint, scene, work / f"after_{seed}", max(width, height), args.num_views, args.device)
         after = evaluate_depth_folder(work / f"after_{seed}", scene)
         pooled["before"].append(before.total)
@@ -150,7 +151,7 @@ def dtu(args: argparse.Namespace, work: Path) -> tuple[dict | None, list[np.ndar
     before = consistency(scene, work / "dtu_before")
     print(f"DTU before: {before}", flush=True)
     checkpoint = work / "finetuned_dtu.pt"
-    summary, curve = run_finetune(root, checkpoint, args, args.finetune_max_dim)
+    summary, curve = run_finetune(root, checkpoint, args, args.finetune_max_dim or args.dtu_max_dim)
     summary_info = reconstruct(checkpoint, scene, work / "dtu_after", args.dtu_max_dim, args.num_views, args.device)
     after = consistency(scene, work / "dtu_after")
     print(f"DTU after: {after}", flush=True)
@@ -199,7 +200,8 @@ def main() -> None:
     parser.add_argument("--size", default="640x512", help="synthetic image size (reconstructed at this size)")
     parser.add_argument("--num-views", type=int, default=5, help="reference + sources when reconstructing")
     parser.add_argument("--steps", type=int, default=None, help=f"fine-tuning steps (default {FinetuneConfig().steps})")
-    parser.add_argument("--finetune-max-dim", type=int, default=FinetuneConfig().max_dim)
+    parser.add_argument("--finetune-max-dim", type=int, default=None,
+                        help="resolution fine-tuned at (default: the one each scene is reconstructed at)")
     parser.add_argument("--dtu-max-dim", type=int, default=800, help="as benchmarks/real_data.py")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-dtu", action="store_true")

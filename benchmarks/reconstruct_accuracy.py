@@ -1,23 +1,28 @@
 """Depth accuracy of a checkpoint on held-out synthetic scenes (seeds never used in training).
 
-For each image size, generates held-out scenes, runs ``mvs reconstruct``'s depth stage and
-scores every view against the exact ground truth: the fraction of valid GT pixels within
-1, 2 and 4 mm (missing predictions count as failures) and the MVSNet-style error rates.
+For each image size, generates held-out scenes, runs ``mvs reconstruct``'s depth stage with
+each number of views (reference + sources) and scores every view against the exact ground
+truth: the fraction of valid GT pixels within 1, 2 and 4 mm (missing predictions count as
+failures) and the MVSNet-style error rates. Writes reconstruct_accuracy.json and a PNG.
 
-    .venv/bin/python benchmarks/reconstruct_accuracy.py [--sizes 640x512 1600x1152] [--scenes 2]
+    .venv/bin/python benchmarks/reconstruct_accuracy.py [--sizes 640x512 1600x1152] [--scenes 1]
+        [--num-views 5 11]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import RESULTS, write_result  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
 from mvs.cli import HELD_OUT_SEED  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
@@ -30,47 +35,84 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--sizes", nargs="+", default=["640x512", "1600x1152"])
-    parser.add_argument("--scenes", type=int, default=2)
+    parser.add_argument("--scenes", type=int, default=1)
     parser.add_argument("--views", type=int, default=49)
-    parser.add_argument("--num-views", type=int, default=5)
+    parser.add_argument("--num-views", type=int, nargs="+", default=[5, 11],
+                        help="reference + sources (5: mvs reconstruct's default; 11: all ten sources of pair.txt)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="reconstruct_accuracy")
     args = parser.parse_args()
 
     model, payload = load_model(args.checkpoint, args.device)
-    results = {}
+    results: dict[str, dict[str, dict]] = {}
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
-        pooled, per_scene = [], []
+        pooled: dict[int, list] = {n: [] for n in args.num_views}
+        per_scene: dict[int, list] = {n: [] for n in args.num_views}
         for k in range(args.scenes):
             seed = HELD_OUT_SEED + k
             with tempfile.TemporaryDirectory() as tmp:
-                scene_dir, out = Path(tmp) / "scene", Path(tmp) / "recon"
+                scene_dir = Path(tmp) / "scene"
                 generate_scene(scene_dir, SynthConfig(views=args.views, width=width, height=height), seed)
                 scene = load_scene(scene_dir)
-                start = time.perf_counter()
-                summary = reconstruct_scene(
-                    scene, model, out,
-                    ReconstructConfig(max_dim=max(width, height), num_views=args.num_views, device=args.device,
-                                      previews=False, fuse=False),
-                )
-                evaluation = evaluate_depth_folder(out, scene)
-            pooled.append(evaluation.total)
-            scores = evaluation.total.to_dict()
-            per_scene.append({"seed": seed, "seconds": time.perf_counter() - start,
-                              "seconds_per_view": summary["seconds_per_view"], **scores})
-            print(f"{size} seed {seed}: {scores}")
-        combined = DepthMetrics.combine(pooled).to_dict()
-        results[size] = {"pooled": combined, "scenes": per_scene}
-        print(f"{size} pooled over {args.scenes} scenes: {combined}")
+                for num_views in args.num_views:
+                    out = Path(tmp) / f"recon_{num_views}"
+                    start = time.perf_counter()
+                    summary = reconstruct_scene(
+                        scene, model, out,
+                        ReconstructConfig(max_dim=max(width, height), num_views=num_views, device=args.device,
+                                          previews=False, fuse=False),
+                    )
+                    evaluation = evaluate_depth_folder(out, scene)
+                    shutil.rmtree(out)
+                    pooled[num_views].append(evaluation.total)
+                    scores = evaluation.total.to_dict()
+                    per_scene[num_views].append({"seed": seed, "seconds": time.perf_counter() - start,
+                                                 "seconds_per_view": summary["seconds_per_view"], **scores})
+                    print(f"{size}, {num_views} views, seed {seed}: {scores}", flush=True)
+        results[size] = {}
+        for num_views in args.num_views:
+            combined = DepthMetrics.combine(pooled[num_views]).to_dict()
+            results[size][str(num_views)] = {"pooled": combined, "scenes": per_scene[num_views]}
+            print(f"{size}, {num_views} views, pooled over {args.scenes} scenes: {combined}")
+    plot(results, RESULTS / f"{args.name}.png")
     write_result(args.name, {
         "checkpoint": str(args.checkpoint),
         "checkpoint_meta": {k: v for k, v in payload.get("meta", {}).items() if k != "train_config"},
         "views_per_scene": args.views,
         "num_views": args.num_views,
         "device": args.device,
-        "results": results,
+        "results": results,  # size -> number of views -> pooled scores and per-scene scores
     })
+
+
+def plot(results: dict[str, dict[str, dict]], path: Path) -> None:
+    """Bars: share of pixels within 1/2/4 mm per image size and number of views."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{size}\n{n} views" for size, by_views in results.items() for n in by_views]
+    cells = [cell["pooled"]["within"] for by_views in results.values() for cell in by_views.values()]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(labels), 3.6))
+    x = np.arange(len(labels))
+    for offset, threshold in zip((-0.25, 0.0, 0.25), ("1", "2", "4"), strict=True):
+        values = [100 * cell[threshold] for cell in cells]
+        bars = ax.bar(x + offset, values, width=0.25, label=f"within {threshold} mm")
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.axhline(85, color="grey", lw=0.8, ls="--")
+    ax.axhline(92, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("% of valid GT pixels")
+    ax.set_ylim(0, 112)
+    ax.set_title("Depth accuracy, held-out synthetic scene\n(targets at 1600x1152: 85% within 2 mm, 92% within 4 mm)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":
