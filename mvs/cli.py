@@ -161,6 +161,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from mvs.inference import ReconstructConfig
+
     p = sub.add_parser("demo", help="run the main job on the embedded default data",
                        description="Generate a held-out synthetic scene, reconstruct it with the shipped "
                        "checkpoint, fuse the depth maps and score the cloud against the exact ground truth.")
@@ -169,6 +171,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="scene seed (held-out: never used in training)")
+    p.add_argument("--num-views", type=int, default=ReconstructConfig().num_views,
+                   help=f"reference + sources per depth map (default {ReconstructConfig().num_views}; more is slower "
+                   "and more accurate)")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the checkpoint shipped with mvs")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.set_defaults(func=cmd_demo)
@@ -196,8 +201,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print(f"[2/4] reconstructing depth maps with the shipped checkpoint on {device}")
     model, payload = load_model(args.checkpoint, device)
-    summary = reconstruct_scene(scene, model, recon_dir, ReconstructConfig(max_dim=max(args.width, args.height),
-                                                                            device=device, fuse=True))
+    config = ReconstructConfig(max_dim=max(args.width, args.height), num_views=args.num_views, device=device, fuse=True)
+    summary = reconstruct_scene(scene, model, recon_dir, config)
     print(f"      {summary['seconds_per_view']:.2f} s per view; fused {summary['fused_points']:,} points")
 
     print("[3/4] scoring depth maps against the exact ground truth")
