@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import RESULTS, write_result  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
 from mvs.cli import HELD_OUT_SEED  # noqa: E402
-from mvs.config import to_dict  # noqa: E402
+from mvs.config import load_config, to_dict  # noqa: E402
 from mvs.data.scene import Scene, load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
 from mvs.evaluation import (  # noqa: E402
@@ -74,10 +74,9 @@ def reconstruct(checkpoint: Path, scene: Scene, out: Path, max_dim: int, num_vie
 
 
 def run_finetune(scene_dir: Path, out: Path, args: argparse.Namespace, max_dim: int) -> tuple[dict, list[float]]:
-    config = FinetuneConfig(scene=str(scene_dir), out=str(out), checkpoint=str(args.checkpoint), max_dim=max_dim,
-                            device=args.device)
-    if args.steps is not None:
-        config.steps = args.steps
+    overrides = [f"scene={scene_dir}", f"out={out}", f"checkpoint={args.checkpoint}", f"max_dim={max_dim}",
+                 f"device={args.device}"] + ([f"steps={args.steps}"] if args.steps is not None else []) + args.set
+    config = load_config(FinetuneConfig, None, overrides)
     summary = finetune(config, progress=True)
     log = json.loads(sidecar_paths(out)[1].read_text())["log"]
     summary["config"] = to_dict(config)
@@ -206,8 +205,13 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-dtu", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="further fine-tuning settings, e.g. loss.prior_weight=0.05 (as mvs finetune --set)")
+    parser.add_argument("--name", default="finetune_effect", help="name of the JSON and the prefix of the PNGs")
     args = parser.parse_args()
 
+    # finetune_effect -> finetune_*.png (the names the README shows); other names prefix their own.
+    prefix = "finetune" if args.name == "finetune_effect" else args.name
     start = time.perf_counter()
     result: dict = {"checkpoint": str(args.checkpoint), "device": args.device}
     curves: dict[str, list[float]] = {}
@@ -217,17 +221,17 @@ def main() -> None:
         if not args.skip_synthetic:
             result["synthetic"], panels, found = synthetic(args, work)
             curves.update(found)
-            write_image(RESULTS / "finetune_synthetic_error.png", stack_rows(panels))
+            write_image(RESULTS / f"{prefix}_synthetic_error.png", stack_rows(panels))
         if not args.skip_dtu:
             result["dtu_scan24"], panels, found = dtu(args, work)
             curves.update(found)
             if panels:
-                write_image(RESULTS / "finetune_dtu_depth.png", stack_rows(panels))
+                write_image(RESULTS / f"{prefix}_dtu_depth.png", stack_rows(panels))
     if curves:
-        save_loss_plot(curves, RESULTS / "finetune_loss.png")
+        save_loss_plot(curves, RESULTS / f"{prefix}_loss.png")
         result["loss_per_step"] = {name: [round(v, 5) for v in values] for name, values in curves.items()}
     result["total_seconds"] = time.perf_counter() - start
-    write_result("finetune_effect", result)
+    write_result(args.name, result)
 
 
 if __name__ == "__main__":
