@@ -5,7 +5,7 @@ each number of views (reference + sources) and scores every view against the exa
 truth: the fraction of valid GT pixels within 1, 2 and 4 mm (missing predictions count as
 failures) and the MVSNet-style error rates. Writes reconstruct_accuracy.json and a PNG.
 
-    .venv/bin/python benchmarks/reconstruct_accuracy.py [--sizes 640x512 1600x1152] [--scenes 1]
+    .venv/bin/python benchmarks/reconstruct_accuracy.py [--sizes 640x512 1600x1152] [--scenes 3 1]
         [--num-views 5 11]
 """
 
@@ -35,7 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--sizes", nargs="+", default=["640x512", "1600x1152"])
-    parser.add_argument("--scenes", type=int, default=1)
+    parser.add_argument("--scenes", type=int, nargs="+", default=[3, 1],
+                        help="held-out scenes per size (one value: the same for every size)")
     parser.add_argument("--views", type=int, default=49)
     parser.add_argument("--num-views", type=int, nargs="+", default=[5, 11],
                         help="reference + sources (5: mvs reconstruct's default; 11: all ten sources of pair.txt)")
@@ -44,12 +45,16 @@ def main() -> None:
     args = parser.parse_args()
 
     model, payload = load_model(args.checkpoint, args.device)
+    if len(args.scenes) not in (1, len(args.sizes)):
+        parser.error("--scenes takes one value or one per size")
+    scenes_per_size = dict(zip(args.sizes, args.scenes * len(args.sizes) if len(args.scenes) == 1 else args.scenes,
+                               strict=True))
     results: dict[str, dict[str, dict]] = {}
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
         pooled: dict[int, list] = {n: [] for n in args.num_views}
         per_scene: dict[int, list] = {n: [] for n in args.num_views}
-        for k in range(args.scenes):
+        for k in range(scenes_per_size[size]):
             seed = HELD_OUT_SEED + k
             with tempfile.TemporaryDirectory() as tmp:
                 scene_dir = Path(tmp) / "scene"
@@ -74,12 +79,13 @@ def main() -> None:
         for num_views in args.num_views:
             combined = DepthMetrics.combine(pooled[num_views]).to_dict()
             results[size][str(num_views)] = {"pooled": combined, "scenes": per_scene[num_views]}
-            print(f"{size}, {num_views} views, pooled over {args.scenes} scenes: {combined}")
+            print(f"{size}, {num_views} views, pooled over {scenes_per_size[size]} scenes: {combined}")
     plot(results, RESULTS / f"{args.name}.png")
     write_result(args.name, {
         "checkpoint": str(args.checkpoint),
         "checkpoint_meta": {k: v for k, v in payload.get("meta", {}).items() if k != "train_config"},
         "views_per_scene": args.views,
+        "scenes_per_size": scenes_per_size,
         "num_views": args.num_views,
         "device": args.device,
         "results": results,  # size -> number of views -> pooled scores and per-scene scores
