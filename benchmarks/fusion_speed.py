@@ -29,7 +29,7 @@ from benchmarks.common import write_result  # noqa: E402
 from mvs.cli import HELD_OUT_SEED  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
-from mvs.fusion import FusionConfig, fuse_depth_maps  # noqa: E402
+from mvs.fusion import CONSISTENCY_MODES, FusionConfig, fuse_depth_maps  # noqa: E402
 from mvs.inference import peak_rss_gb  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--size", default="1600x1200")
     parser.add_argument("--views", type=int, default=49)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--consistency", choices=["fixed", "dynamic"], default="fixed")
+    parser.add_argument("--consistency", choices=CONSISTENCY_MODES, default="fixed")
     parser.add_argument("--normals", action="store_true")
     args = parser.parse_args()
     config = FusionConfig(consistency=args.consistency, normals=args.normals)

@@ -88,7 +88,7 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_fusion_options(p: argparse.ArgumentParser) -> None:
-    from mvs.fusion import FusionConfig
+    from mvs.fusion import CONSISTENCY_MODES, FusionConfig
 
     d = FusionConfig()
     p.add_argument("--confidence-threshold", type=float, default=d.confidence_threshold)
@@ -97,7 +97,7 @@ def _add_fusion_options(p: argparse.ArgumentParser) -> None:
                    help="|d' - d| / d (fixed mode)")
     p.add_argument("--min-consistent-views", type=int, default=d.min_consistent_views,
                    help="fixed mode: agreeing sources needed; dynamic mode: the lowest level")
-    p.add_argument("--consistency", choices=["fixed", "dynamic"], default=d.consistency,
+    p.add_argument("--consistency", choices=CONSISTENCY_MODES, default=d.consistency,
                    help="fixed: one pair of thresholds; dynamic (D2HC-RMVSNet): kept when for some n at least n "
                    "sources agree within n times the per-view steps below")
     p.add_argument("--dynamic-reprojection-error", type=float, default=d.dynamic_reprojection_error,
@@ -163,6 +163,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     from mvs.inference import ReconstructConfig
 
+    default_views = ReconstructConfig().num_views
     p = sub.add_parser("demo", help="run the main job on the embedded default data",
                        description="Generate a held-out synthetic scene, reconstruct it with the shipped "
                        "checkpoint, fuse the depth maps and score the cloud against the exact ground truth.")
@@ -171,9 +172,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="scene seed (held-out: never used in training)")
-    p.add_argument("--num-views", type=int, default=ReconstructConfig().num_views,
-                   help=f"reference + sources per depth map (default {ReconstructConfig().num_views}; more is slower "
-                   "and more accurate)")
+    p.add_argument("--num-views", type=int, default=default_views,
+                   help=f"reference + sources per depth map (default {default_views}; more is slower and more accurate)")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the checkpoint shipped with mvs")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.set_defaults(func=cmd_demo)
@@ -440,7 +440,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_client(sub: argparse._SubParsersAction) -> None:
-    from mvs.fusion import FusionConfig
+    from mvs.fusion import CONSISTENCY_MODES, FusionConfig
 
     p = sub.add_parser("client", help="talk to a running reconstruction service",
                        description="Client of `mvs serve` / the Ray Serve endpoint.")
@@ -463,7 +463,7 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--reprojection-error", type=float, default=None, help=f"pixels (default {d.reprojection_error})")
     rec.add_argument("--relative-depth-error", type=float, default=None, help=f"default {d.relative_depth_error}")
     rec.add_argument("--min-consistent-views", type=int, default=None, help=f"default {d.min_consistent_views}")
-    rec.add_argument("--consistency", choices=["fixed", "dynamic"], default=None, help=f"default {d.consistency}")
+    rec.add_argument("--consistency", choices=CONSISTENCY_MODES, default=None, help=f"default {d.consistency}")
     rec.add_argument("--normals", action="store_true", default=None, help="unit normals per point in the PLY")
     rec.add_argument("--source-view", action="store_true", default=None,
                      help="each point's reference view id as a PLY vertex property")

@@ -97,6 +97,9 @@ def _short(error: BaseException) -> str:
 # ----------------------------------------------------------------------------- OpenAPI
 
 
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number"}
+
+
 def _form_schema() -> dict[str, Any]:
     """The multipart request body, for /docs (the endpoints parse the stream themselves)."""
     binary = {"type": "string", "format": "binary"}
@@ -124,8 +127,7 @@ def _form_schema() -> dict[str, Any]:
     }
     defaults = ReconstructOptions().to_dict()
     for name in option_parsers(ServiceConfig()):
-        value = defaults[name]
-        kind = "boolean" if isinstance(value, bool) else "integer" if isinstance(value, int) else "number" if isinstance(value, float) else "string"
+        kind = _JSON_TYPES.get(type(defaults[name]), "string")
         default = ServiceConfig().default_max_dim if name == "max_dim" else defaults[name]
         properties[name] = {"type": kind, "default": default, "description": descriptions[name]}
     return {

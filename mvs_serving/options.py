@@ -23,14 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mvs.fusion import FusionConfig
+from mvs.fusion import CONSISTENCY_MODES, FusionConfig
 from mvs.inference import ReconstructConfig
 from mvs.io.cam import DepthLine
 from mvs_serving.config import ServiceConfig
 from mvs_serving.errors import unprocessable
 
 OUTPUTS = ("ply", "json")
-CONSISTENCY_MODES = ("fixed", "dynamic")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 DEPTH_LINES = tuple(d.value for d in DepthLine)
 _FUSION = FusionConfig()
