@@ -47,24 +47,13 @@ from mvs.evaluation import (  # noqa: E402
 )
 from mvs.finetune import FinetuneConfig, finetune, sidecar_paths  # noqa: E402
 from mvs.fusion import FusionConfig, fuse_depth_maps  # noqa: E402
-from mvs.inference import ReconstructConfig, reconstruct_scene  # noqa: E402
+from mvs.inference import ReconstructConfig, read_depth_maps, reconstruct_scene  # noqa: E402
 from mvs.io import read_pfm, write_image  # noqa: E402
 from mvs.visualize import colorize  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # The changed appearance of the held-out synthetic scenes (see the module docstring).
 APPEARANCE = {"lights": 7, "test_light": 0}
-
-
-def depth_maps(recon: Path, scene: Scene) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-    """view -> depth and confidence maps that ``reconstruct_scene`` wrote into ``recon``."""
-    depths, confidences = {}, {}
-    for view in scene.view_ids:
-        path = recon / "depths" / f"{view:08d}.pfm"
-        if path.is_file():
-            depths[view] = read_pfm(path)
-            confidences[view] = read_pfm(recon / "confidence" / f"{view:08d}.pfm")
-    return depths, confidences
 
 
 def reconstruct(checkpoint: Path, scene: Scene, out: Path, max_dim: int, num_views: int, device: str) -> dict:
@@ -129,7 +118,7 @@ def synthetic(args: argparse.Namespace, work: Path) -> tuple[dict, list[np.ndarr
 
 
 def consistency(scene: Scene, recon: Path) -> dict:
-    depths, confidences = depth_maps(recon, scene)
+    depths, confidences = read_depth_maps(recon, scene)
     cross = cross_view_depth_consistency(depths, scene)
     cross_in_masks = cross_view_depth_consistency(depths, scene, use_masks=True)
     cloud = fuse_depth_maps(scene, depths, confidences, FusionConfig())

@@ -133,19 +133,10 @@ def fuse_folder(recon_dir: Path, scene_dir: Path, out: Path, config, device: str
     """Fuse a folder of PFM depth maps; writes ``out`` (PLY) and ``out`` with .json stats."""
     from mvs.data.scene import load_scene
     from mvs.fusion import fuse_depth_maps
-    from mvs.io import read_pfm
+    from mvs.inference import read_depth_maps
 
     scene = load_scene(scene_dir)
-    depths, confidences = {}, {}
-    for view in scene.view_ids:
-        path = recon_dir / "depths" / f"{view:08d}.pfm"
-        if path.is_file():
-            depths[view] = read_pfm(path)
-            conf = recon_dir / "confidence" / f"{view:08d}.pfm"
-            if conf.is_file():
-                confidences[view] = read_pfm(conf)
-    if not depths:
-        raise MVSInputError("no depth maps found (expected depths/00000000.pfm ...)", recon_dir)
+    depths, confidences = read_depth_maps(recon_dir, scene)
     cloud = fuse_depth_maps(scene, depths, confidences or None, config, device=device, progress=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     cloud.write_ply(out, source_view=config.ply_source_view)

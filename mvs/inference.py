@@ -27,7 +27,7 @@ from mvs.data.dataset import fit_size, resize_view
 from mvs.data.scene import Scene
 from mvs.errors import MVSInputError
 from mvs.fusion import FusedCloud, FusionConfig, fuse_depth_maps
-from mvs.io import write_pfm
+from mvs.io import read_pfm, write_pfm
 from mvs.visualize import save_depth_preview
 
 
@@ -136,6 +136,31 @@ class SceneReconstruction:
         return fuse_depth_maps(
             self.scene, self.depths, self.confidences, self.config.fusion, device=self.config.device, progress=progress
         )
+
+
+def read_depth_maps(recon_dir: str | Path, scene: Scene) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """The depth and confidence maps that :func:`reconstruct_scene` wrote into ``recon_dir``.
+
+    Returns:
+        depths: view id -> (H, W) float32 depth, for every view of ``scene`` with a
+        ``depths/XXXXXXXX.pfm``; confidences: view id -> (H, W) float32, for those with a
+        ``confidence/XXXXXXXX.pfm`` too (maps from elsewhere may come without).
+
+    Raises:
+        MVSInputError: ``recon_dir`` holds no depth map of any view of the scene.
+    """
+    recon_dir = Path(recon_dir)
+    depths, confidences = {}, {}
+    for view in scene.view_ids:
+        path = recon_dir / "depths" / f"{view:08d}.pfm"
+        if path.is_file():
+            depths[view] = read_pfm(path)
+            confidence = recon_dir / "confidence" / f"{view:08d}.pfm"
+            if confidence.is_file():
+                confidences[view] = read_pfm(confidence)
+    if not depths:
+        raise MVSInputError("no depth maps found (expected depths/00000000.pfm ...)", recon_dir)
+    return depths, confidences
 
 
 def reconstruct_scene(

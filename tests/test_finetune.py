@@ -14,6 +14,7 @@ from mvs.cli import HELD_OUT_SEED
 from mvs.cli import main as mvs_main
 from mvs.config import load_config
 from mvs.finetune import FinetuneConfig, sidecar_paths
+from mvs.inference import ReconstructConfig
 from mvs.io import read_pfm
 from mvs.models import ModelConfig
 from mvs.models.self_supervised_loss import (
@@ -302,3 +303,11 @@ def test_finetune_command_rejects_bad_requests(tiny_scene, tmp_path, capsys):
     assert mvs_main(["finetune", str(tiny_scene), "--out", str(tmp_path / "x.pt"), "--num-views", "1"]) == 2
     assert "num_views" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_finetune_feeds_the_network_as_many_views_as_reconstruction_does():
+    # Fine-tuned with fewer sources than it is later run with, the network lost
+    # silhouette consistency on DTU scan 24 (benchmarks/finetune_effect.py).
+    config = FinetuneConfig()
+    assert config.num_views == ReconstructConfig().num_views
+    assert config.source_pool == config.num_views - 1  # always the best sources, as reconstruction

@@ -6,8 +6,10 @@ import torch
 
 from mvs.cli import main as mvs_main
 from mvs.data.scene import load_scene
+from mvs.errors import MVSInputError
 from mvs.fusion import FusionConfig, consistency_with_source, fuse_depth_maps, normal_map
-from mvs.io import read_point_attributes, read_point_cloud
+from mvs.inference import read_depth_maps
+from mvs.io import read_point_attributes, read_point_cloud, write_pfm
 from tests.conftest import make_plane_scene, plane_depth
 
 
@@ -73,6 +75,23 @@ def test_mvs_fuse_command(tmp_path, capsys):
     assert len(points) > 1000 and colors is not None
     assert out.with_suffix(".json").is_file()
     assert "fused" in capsys.readouterr().out
+
+
+def test_read_depth_maps_takes_the_views_that_have_maps(tmp_path):
+    make_plane_scene(tmp_path / "scene", views=3)
+    scene = load_scene(tmp_path / "scene")
+    recon = tmp_path / "recon"
+    (recon / "depths").mkdir(parents=True)
+    (recon / "confidence").mkdir()
+    for view in (0, 2):
+        write_pfm(recon / "depths" / f"{view:08d}.pfm", scene.depth(view))
+    write_pfm(recon / "confidence" / "00000002.pfm", np.full_like(scene.depth(2), 0.75))
+    depths, confidences = read_depth_maps(recon, scene)
+    assert sorted(depths) == [0, 2] and list(confidences) == [2]
+    np.testing.assert_array_equal(depths[0], scene.depth(0))
+    assert float(confidences[2].mean()) == 0.75
+    with pytest.raises(MVSInputError, match="no depth maps found"):
+        read_depth_maps(tmp_path / "scene" / "cams", scene)
 
 
 def test_mvs_fuse_reports_bad_input(tmp_path, capsys):
