@@ -10,7 +10,8 @@ and reports
 * DTU scan 24: silhouette consistency of the fused cloud (as benchmarks/real_data.py)
   and the number of fused points.
 
-Writes benchmarks/results/fusion_settings.json and fusion_settings.png.
+Writes benchmarks/results/fusion_settings.json and fusion_settings.png (``--replot``
+redraws the PNG from the JSON).
 
     .venv/bin/python benchmarks/fusion_settings.py [--settings '{"reprojection_error": 0.5}' ...]
 """
@@ -43,8 +44,8 @@ from mvs.inference import ReconstructConfig, read_depth_maps, reconstruct_scene 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-# Each entry changes the defaults (FusionConfig) in one direction: looser, tighter
-# geometric checks, more agreeing views, the dynamic ladder, a higher confidence bar.
+# Changes to the defaults (FusionConfig): looser and tighter geometric checks, more or
+# fewer agreeing views, the dynamic ladder, higher confidence bars, and two combinations.
 DEFAULT_SETTINGS = [
     {},
     {"relative_depth_error": 0.002},
@@ -54,12 +55,25 @@ DEFAULT_SETTINGS = [
     {"min_consistent_views": 4},
     {"min_consistent_views": 2},
     {"consistency": "dynamic"},
+    {"confidence_threshold": 0.8},
     {"confidence_threshold": 0.9},
+    {"confidence_threshold": 0.95},
+    {"confidence_threshold": 0.9, "min_consistent_views": 2},
+    {"confidence_threshold": 0.95, "min_consistent_views": 2},
 ]
 
 
 def label(setting: dict) -> str:
     return "defaults" if not setting else ", ".join(f"{k}={v}" for k, v in setting.items())
+
+
+# Short names of the FusionConfig fields for the plot's labels.
+PLOT_NAMES = {"confidence_threshold": "conf", "reprojection_error": "px", "relative_depth_error": "rel",
+              "min_consistent_views": "views", "consistency": "mode"}
+
+
+def short_label(setting: dict) -> str:
+    return "defaults" if not setting else ", ".join(f"{PLOT_NAMES.get(k, k)} {v}" for k, v in setting.items())
 
 
 def reconstruct(scene: Scene, out: Path, max_dim: int, num_views: int, device: str) -> None:
@@ -74,7 +88,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax = axes[0, 0]
     for r in rows:
         ax.scatter(r["completeness"], r["accuracy"], s=30, color="tab:red" if r["setting"] == {} else "tab:blue")
-        ax.annotate(label(r["setting"]), (r["completeness"], r["accuracy"]), fontsize=7,
+        ax.annotate(short_label(r["setting"]), (r["completeness"], r["accuracy"]), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("completeness (mm, lower is better)")
     ax.set_ylabel("accuracy (mm, lower is better)")
@@ -85,14 +99,15 @@ def plot(rows: list[dict], path: Path) -> None:
         for r in rows:
             ax.scatter(r["dtu_points"] / 1e6, 100 * r["dtu_silhouette"], s=30,
                        color="tab:red" if r["setting"] == {} else "tab:blue")
-            ax.annotate(label(r["setting"]), (r["dtu_points"] / 1e6, 100 * r["dtu_silhouette"]), fontsize=7,
+            ax.annotate(short_label(r["setting"]), (r["dtu_points"] / 1e6, 100 * r["dtu_silhouette"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
         ax.axhline(98.0, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("fused points (millions)")
         ax.set_ylabel("silhouette consistency (%)")
         ax.set_title("DTU scan 24, 800x600")
         ax.grid(alpha=0.3)
-    fig.suptitle("Fusion settings (red: defaults) - benchmarks/fusion_settings.py")
+    fig.suptitle("Fusion settings (red: defaults; conf: confidence_threshold, px: reprojection_error, "
+                 "rel: relative_depth_error, views: min_consistent_views)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -108,7 +123,11 @@ def main() -> None:
     parser.add_argument("--dtu-max-dim", type=int, default=800)
     parser.add_argument("--skip-dtu", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the JSON")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((RESULTS / "fusion_settings.json").read_text())["rows"], RESULTS / "fusion_settings.png")
+        return
     for setting in args.settings:
         FusionConfig(**setting)  # a bad field fails here, before minutes of reconstruction
 
