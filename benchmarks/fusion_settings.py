@@ -34,13 +34,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmarks.common import RESULTS, write_result  # noqa: E402
-from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
+from benchmarks.finetune_effect import reconstruct  # noqa: E402
+from mvs.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from mvs.cli import HELD_OUT_SEED  # noqa: E402
-from mvs.data.scene import Scene, load_scene  # noqa: E402
+from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
 from mvs.evaluation import EvalConfig, GroundTruth, evaluate_point_cloud, silhouette_consistency  # noqa: E402
 from mvs.fusion import FusionConfig, fuse_depth_maps  # noqa: E402
-from mvs.inference import ReconstructConfig, read_depth_maps, reconstruct_scene  # noqa: E402
+from mvs.inference import read_depth_maps  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -76,13 +77,7 @@ def short_label(setting: dict) -> str:
     return "defaults" if not setting else ", ".join(f"{PLOT_NAMES.get(k, k)} {v}" for k, v in setting.items())
 
 
-def reconstruct(scene: Scene, out: Path, max_dim: int, num_views: int, device: str) -> None:
-    model, _ = load_model(DEFAULT_CHECKPOINT, device)
-    config = ReconstructConfig(max_dim=max_dim, num_views=num_views, device=device, previews=False, fuse=False)
-    reconstruct_scene(scene, model, out, config, progress=True)
-
-
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], synthetic: dict, path: Path) -> None:
     has_dtu = any("dtu_silhouette" in r for r in rows)
     fig, axes = plt.subplots(1, 2 if has_dtu else 1, figsize=(13 if has_dtu else 7, 5.5), squeeze=False)
     ax = axes[0, 0]
@@ -92,7 +87,7 @@ def plot(rows: list[dict], path: Path) -> None:
                     xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("completeness (mm, lower is better)")
     ax.set_ylabel("accuracy (mm, lower is better)")
-    ax.set_title("synthetic held-out scene, 640x512, 49 views")
+    ax.set_title(f"synthetic held-out scene, {synthetic['size']}, {synthetic['views']} views")
     ax.grid(alpha=0.3)
     if has_dtu:
         ax = axes[0, 1]
@@ -126,7 +121,8 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the JSON")
     args = parser.parse_args()
     if args.replot:
-        plot(json.loads((RESULTS / "fusion_settings.json").read_text())["rows"], RESULTS / "fusion_settings.png")
+        saved = json.loads((RESULTS / "fusion_settings.json").read_text())
+        plot(saved["rows"], saved["synthetic"], RESULTS / "fusion_settings.png")
         return
     for setting in args.settings:
         FusionConfig(**setting)  # a bad field fails here, before minutes of reconstruction
@@ -140,13 +136,14 @@ def main() -> None:
         generate_scene(synth_dir, SynthConfig(views=args.views, width=width, height=height, gt_spacing=0.5),
                        HELD_OUT_SEED, progress=True)
         synth = load_scene(synth_dir)
-        reconstruct(synth, work / "synthetic_recon", max(width, height), args.num_views, args.device)
+        reconstruct(DEFAULT_CHECKPOINT, synth, work / "synthetic_recon", max(width, height), args.num_views,
+                    args.device)
         synth_depths, synth_conf = read_depth_maps(work / "synthetic_recon", synth)
         gt = GroundTruth.from_synthetic_scene(synth_dir)
         dtu = None
         if not args.skip_dtu and (SHARED / "dtu_scan24").is_dir():
             dtu = load_scene(SHARED / "dtu_scan24")
-            reconstruct(dtu, work / "dtu_recon", args.dtu_max_dim, args.num_views, args.device)
+            reconstruct(DEFAULT_CHECKPOINT, dtu, work / "dtu_recon", args.dtu_max_dim, args.num_views, args.device)
             dtu_depths, dtu_conf = read_depth_maps(work / "dtu_recon", dtu)
         elif not args.skip_dtu:
             print(f"skipping DTU scan 24: {SHARED / 'dtu_scan24'} not present")
@@ -171,9 +168,10 @@ def main() -> None:
                        + (f"  DTU silhouette {100 * row['dtu_silhouette']:.2f}% of {row['dtu_points']:,} points"
                           if dtu is not None else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(rows, RESULTS / "fusion_settings.png")
+    synthetic = {"seed": HELD_OUT_SEED, "size": args.size, "views": args.views, "gt_spacing": 0.5}
+    plot(rows, synthetic, RESULTS / "fusion_settings.png")
     write_result("fusion_settings", {
-        "synthetic": {"seed": HELD_OUT_SEED, "size": args.size, "views": args.views, "gt_spacing": 0.5},
+        "synthetic": synthetic,
         "dtu_max_dim": None if dtu is None else args.dtu_max_dim, "num_views": args.num_views,
         "checkpoint": str(DEFAULT_CHECKPOINT), "defaults": FusionConfig().__dict__, "rows": rows,
         "total_seconds": time.perf_counter() - start,
