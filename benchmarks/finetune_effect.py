@@ -35,10 +35,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS, write_result  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
-from mvs.cli import HELD_OUT_SEED  # noqa: E402
 from mvs.config import load_config, to_dict  # noqa: E402
 from mvs.data.scene import Scene, load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
+from mvs.demo import HELD_OUT_SEED  # noqa: E402
 from mvs.evaluation import (  # noqa: E402
     DepthMetrics,
     cross_view_depth_consistency,

@@ -1,7 +1,7 @@
 """What the fusion thresholds trade: cloud accuracy against completeness, and cleanliness.
 
 Reconstructs (once) the demo's held-out synthetic scene (seed 1,000,000, 49 views,
-640x512, 0.5 mm ground-truth spacing, as ``mvs demo``) and, when present, DTU scan 24 at
+640x512, 0.2 mm ground-truth spacing, as ``mvs demo``) and, when present, DTU scan 24 at
 800x600 with the shipped checkpoint; then fuses the same depth maps with each setting
 and reports
 
@@ -36,31 +36,31 @@ from tqdm import tqdm  # noqa: E402
 from benchmarks.common import RESULTS, write_result  # noqa: E402
 from benchmarks.finetune_effect import reconstruct  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
-from mvs.cli import HELD_OUT_SEED  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
+from mvs.demo import HELD_OUT_SEED, DemoConfig  # noqa: E402
 from mvs.evaluation import EvalConfig, GroundTruth, evaluate_point_cloud, silhouette_consistency  # noqa: E402
 from mvs.fusion import FusionConfig, fuse_depth_maps  # noqa: E402
 from mvs.inference import read_depth_maps  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+GT_SPACING = DemoConfig().gt_spacing
 
-# Changes to the defaults (FusionConfig): looser and tighter geometric checks, more or
-# fewer agreeing views, the dynamic ladder, higher confidence bars, and two combinations.
+# Changes to the defaults (FusionConfig: confidence 0.95, 2 agreeing views, 1 px, 1 %):
+# the earlier defaults (0.3, 3 views), lower and higher confidence bars, fewer and more
+# agreeing views, looser and tighter geometric checks, and the dynamic ladder.
 DEFAULT_SETTINGS = [
     {},
+    {"confidence_threshold": 0.3, "min_consistent_views": 3},
+    {"confidence_threshold": 0.3},
+    {"confidence_threshold": 0.9},
+    {"confidence_threshold": 0.98},
+    {"min_consistent_views": 1},
+    {"min_consistent_views": 3},
     {"relative_depth_error": 0.002},
-    {"relative_depth_error": 0.001},
     {"reprojection_error": 0.5},
     {"reprojection_error": 2.0, "relative_depth_error": 0.02},
-    {"min_consistent_views": 4},
-    {"min_consistent_views": 2},
     {"consistency": "dynamic"},
-    {"confidence_threshold": 0.8},
-    {"confidence_threshold": 0.9},
-    {"confidence_threshold": 0.95},
-    {"confidence_threshold": 0.9, "min_consistent_views": 2},
-    {"confidence_threshold": 0.95, "min_consistent_views": 2},
 ]
 
 
@@ -133,7 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         synth_dir = work / "synthetic"
-        generate_scene(synth_dir, SynthConfig(views=args.views, width=width, height=height, gt_spacing=0.5),
+        generate_scene(synth_dir, SynthConfig(views=args.views, width=width, height=height, gt_spacing=GT_SPACING),
                        HELD_OUT_SEED, progress=True)
         synth = load_scene(synth_dir)
         reconstruct(DEFAULT_CHECKPOINT, synth, work / "synthetic_recon", max(width, height), args.num_views,
@@ -168,7 +168,7 @@ def main() -> None:
                        + (f"  DTU silhouette {100 * row['dtu_silhouette']:.2f}% of {row['dtu_points']:,} points"
                           if dtu is not None else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    synthetic = {"seed": HELD_OUT_SEED, "size": args.size, "views": args.views, "gt_spacing": 0.5}
+    synthetic = {"seed": HELD_OUT_SEED, "size": args.size, "views": args.views, "gt_spacing": GT_SPACING}
     plot(rows, synthetic, RESULTS / "fusion_settings.png")
     write_result("fusion_settings", {
         "synthetic": synthetic,

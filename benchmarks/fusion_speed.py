@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks.common import write_result  # noqa: E402
-from mvs.cli import HELD_OUT_SEED  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
+from mvs.demo import HELD_OUT_SEED  # noqa: E402
 from mvs.fusion import CONSISTENCY_MODES, FusionConfig, fuse_depth_maps  # noqa: E402
 from mvs.inference import peak_rss_gb  # noqa: E402
 

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, write_result  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
-from mvs.cli import HELD_OUT_SEED  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
+from mvs.demo import HELD_OUT_SEED  # noqa: E402
 from mvs.evaluation import DepthMetrics, evaluate_depth_folder  # noqa: E402
 from mvs.inference import ReconstructConfig, reconstruct_scene  # noqa: E402
 

@@ -21,9 +21,9 @@ import torch  # noqa: E402
 
 from benchmarks.common import write_result  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
-from mvs.cli import HELD_OUT_SEED  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
+from mvs.demo import HELD_OUT_SEED  # noqa: E402
 from mvs.inference import peak_rss_gb, predict_view  # noqa: E402
 
 

@@ -39,8 +39,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import RESULTS, write_result  # noqa: E402
 from mvs.checkpoint import load_model  # noqa: E402
-from mvs.cli import HELD_OUT_SEED  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
+from mvs.demo import HELD_OUT_SEED  # noqa: E402
 from mvs_serving.config import ServiceConfig  # noqa: E402
 from mvs_serving.engine import reconstruct_payload  # noqa: E402
 from mvs_serving.options import parse_options  # noqa: E402

@@ -10,10 +10,6 @@ from pathlib import Path
 
 from mvs.errors import MVSInputError
 
-# Seeds at or above this are never used for training data: held-out scenes for demos and
-# benchmarks come from here.
-HELD_OUT_SEED = 1_000_000
-
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -152,71 +148,39 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from mvs.inference import ReconstructConfig
+    from mvs.demo import DemoConfig
 
-    default_views = ReconstructConfig().num_views
+    d = DemoConfig()
     p = sub.add_parser("demo", help="run the main job on the embedded default data",
                        description="Generate a held-out synthetic scene, reconstruct it with the shipped "
                        "checkpoint, fuse the depth maps and score the cloud against the exact ground truth.")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    p.add_argument("--views", type=int, default=49)
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="scene seed (held-out: never used in training)")
-    p.add_argument("--num-views", type=int, default=default_views,
-                   help=f"reference + sources per depth map (default {default_views}; more is slower and more accurate)")
+    p.add_argument("--views", type=int, default=d.views)
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--height", type=int, default=d.height)
+    p.add_argument("--seed", type=int, default=d.seed, help="scene seed (held-out: never used in training)")
+    p.add_argument("--num-views", type=int, default=d.num_views,
+                   help=f"reference + sources per depth map (default {d.num_views}; more is slower and more accurate)")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the checkpoint shipped with mvs")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    p.add_argument("--device", default=d.device, help="cpu, cuda, or auto")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import torch
+    from mvs.demo import DemoConfig, run_demo
 
-    from mvs.checkpoint import load_model
-    from mvs.data.scene import load_scene
-    from mvs.data.synthetic import SynthConfig, generate_scene
-    from mvs.evaluation import EvalConfig, GroundTruth, evaluate_depth_folder, evaluate_point_cloud
-    from mvs.inference import ReconstructConfig, reconstruct_scene
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    out = args.out
-    scene_dir, recon_dir = out / "scene", out / "reconstruction"
-    start = time.perf_counter()
-    print(f"[1/4] generating a held-out synthetic scene (seed {args.seed}, {args.views} views, "
-          f"{args.width}x{args.height}, millimetres) in {scene_dir}")
-    # 0.5 mm GT spacing keeps the demo's ground truth to a few million points.
-    generate_scene(scene_dir, SynthConfig(views=args.views, width=args.width, height=args.height, gt_spacing=0.5),
-                   args.seed, progress=True)
-    scene = load_scene(scene_dir)
-
-    print(f"[2/4] reconstructing depth maps with the shipped checkpoint on {device}")
-    model, payload = load_model(args.checkpoint, device)
-    config = ReconstructConfig(max_dim=max(args.width, args.height), num_views=args.num_views, device=device, fuse=True)
-    summary = reconstruct_scene(scene, model, recon_dir, config)
-    print(f"      {summary['seconds_per_view']:.2f} s per view; fused {summary['fused_points']:,} points")
-
-    print("[3/4] scoring depth maps against the exact ground truth")
-    depth = evaluate_depth_folder(recon_dir, scene).total.to_dict()
-    within = ", ".join(f"{100 * v:.1f}% within {t} mm" for t, v in depth["within"].items())
-    print(f"      mean abs error {depth['mae']:.2f} mm; {within}")
-
-    print("[4/4] scoring the fused point cloud (DTU protocol)")
-    gt = GroundTruth.from_synthetic_scene(scene_dir)
-    camera = scene.views[scene.view_ids[0]].camera
-    result = evaluate_point_cloud(recon_dir / "fused.ply", gt, out / "evaluation", EvalConfig(), camera)
-    (out / "demo.json").write_text(json.dumps({
-        "seconds": time.perf_counter() - start, "reconstruction": summary, "depth": depth,
-        "point_cloud": result.to_dict(),
-    }, indent=2, default=str))
+    config = DemoConfig(views=args.views, width=args.width, height=args.height, seed=args.seed,
+                        num_views=args.num_views, checkpoint=args.checkpoint, device=args.device)
+    report = run_demo(config, args.out)
+    cloud, files = report["point_cloud"], report["files"]
     print()
-    print(f"accuracy {result.accuracy:.3f} mm   completeness {result.completeness:.3f} mm   "
-          f"overall {result.overall:.3f} mm")
-    print(f"point cloud : {recon_dir / 'fused.ply'}")
-    print(f"picture     : {out / 'evaluation' / 'evaluation.png'}")
-    print(f"depth maps  : {recon_dir / 'preview'} (image | depth | confidence per view)")
-    print(f"scores      : {out / 'demo.json'}")
-    print(f"took {time.perf_counter() - start:.0f} s")
+    print(f"accuracy {cloud['accuracy']:.3f} mm   completeness {cloud['completeness']:.3f} mm   "
+          f"overall {cloud['overall']:.3f} mm")
+    print(f"point cloud : {files['point_cloud']}")
+    print(f"picture     : {files['picture']}")
+    print(f"depth maps  : {files['previews']} (image | depth | confidence per view)")
+    print(f"scores      : {files['scores']}")
+    print(f"took {report['seconds']:.0f} s")
     return 0
 
 

@@ -26,6 +26,7 @@ from mvs.evaluation import (
     silhouette_consistency,
     thin_points,
 )
+from mvs.evaluation.ground_truth import ground_patch_interior
 from mvs.evaluation.thinning import spatial_order
 from mvs.io import read_point_cloud, write_mask, write_pfm, write_point_cloud
 from tests.conftest import make_plane_scene
@@ -290,6 +291,49 @@ def test_synthetic_scene_end_to_end(tmp_path, rng):
     # default camera path
     evaluate_point_cloud(tmp_path / "fused.ply", gt, tmp_path / "eval2", EvalConfig(write_plys=False))
     assert (tmp_path / "eval2" / "evaluation.png").is_file()
+
+
+def test_ground_patch_interior_leaves_out_the_outer_edge_only():
+    normal = np.array([0.3, -0.2, 1.0])
+    normal /= np.linalg.norm(normal)
+    plane = np.array([*normal, -2.0])  # the plane through 2 * normal
+    patch = plane_grid(normal, 0.25, 20.0, offset=2.0)  # a 40 x 40 square
+    u = patch - 2.0 * normal
+    v = np.cross(normal, [1.0, 0, 0])
+    v /= np.linalg.norm(v)
+    w = np.cross(normal, v)
+    a, b = u @ v, u @ w
+    hole = np.hypot(a, b) < 5.0  # e.g. under an object
+    points = np.concatenate([patch[~hole], [[0, 0, 10.0]]])  # and one point off the plane
+    a, b = a[~hole], b[~hole]
+    interior = ground_patch_interior(points, plane, margin=3.0, cell=0.5)
+    edge_distance = 20.0 - np.maximum(np.abs(a), np.abs(b))
+    assert not interior[-1]
+    assert interior[:-1][edge_distance > 3.6].all()  # within a cell of the exact rule
+    assert not interior[:-1][edge_distance < 2.4].any()
+    assert interior[:-1][np.hypot(a, b) < 6.0].all()  # the hole's rim stays
+
+
+def test_synthetic_mask_does_not_score_table_beyond_the_gt_patch(tmp_path):
+    """The GT holds a table patch; the table in the images goes on. An exact prediction of
+    the table beyond the patch must not count as error (it would be up to ``margin`` from
+    any GT point if the mask were dilated past the patch's edge)."""
+    up = np.array([0.0, 0, 1])
+    ball = plane_grid(up, 0.2, 10.0, offset=0.0) * [1, 1, 0] + [0, 0, 8.0]  # a flat top 8 mm up
+    table_gt = plane_grid(up, 0.2, 30.0)
+    write_point_cloud(tmp_path / "gt_points.ply", np.concatenate([table_gt, ball]))
+    (tmp_path / "scene.json").write_text(json.dumps({"ground_plane": [0, 0, 1, 0], "config": {"gt_spacing": 0.2}}))
+    gt = GroundTruth.from_synthetic_scene(tmp_path)
+    prediction = np.concatenate([plane_grid(up, 0.2, 45.0), ball])  # exact, table 15 mm wider
+    result = compare_point_clouds(prediction, gt, EvalConfig(spacing=0.0)).result
+    # Measured 0.0065: the mask ends within a voxel (1 mm) of the edge, not exactly at it.
+    assert result.accuracy < 0.02
+    # The mask still reaches the patch's edge (table points up to there are scored) ...
+    assert gt.obs_mask.contains(np.array([[29.0, 0, 0], [0, -29.0, 0.5]])).all()
+    assert not gt.obs_mask.contains(np.array([[31.0, 0, 0]])).any()
+    # ... and dilating every GT point would have scored the rim beyond it.
+    dilated = GroundTruth(gt.points, ObservationMask.from_points(gt.points), gt.plane)
+    assert compare_point_clouds(prediction, dilated, EvalConfig(spacing=0.0)).result.accuracy > 0.05
 
 
 def test_synthetic_ground_plane_from_scene_json(tmp_path):

@@ -10,9 +10,9 @@ import torch
 
 from mvs.cameras import Camera, look_at, stack_cameras
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model, read_checkpoint
-from mvs.cli import HELD_OUT_SEED
 from mvs.cli import main as mvs_main
 from mvs.config import load_config
+from mvs.demo import HELD_OUT_SEED
 from mvs.finetune import FinetuneConfig, sidecar_paths
 from mvs.inference import ReconstructConfig
 from mvs.io import read_pfm

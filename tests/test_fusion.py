@@ -261,7 +261,8 @@ def test_dynamic_rejects_a_pixel_few_views_confirm_tightly(tmp_path):
     # 0.13% per view: the two sources pass level 2 (0.26%).
     assert _view0_kept(scene, depths, dynamic_relative_depth_error=0.0013, **dynamic) > 0.5 * pixels
     # min_consistent_views is the lowest level: from 3 up, two sources are never enough.
-    assert _view0_kept(scene, depths, dynamic_relative_depth_error=0.0013, consistency="dynamic") == 0
+    assert _view0_kept(scene, depths, dynamic_relative_depth_error=0.0013, consistency="dynamic",
+                       min_consistent_views=3) == 0
 
 
 def test_dynamic_mode_follows_its_rule_pixel_by_pixel(tmp_path):

@@ -29,9 +29,9 @@ import pytest
 import requests
 from scipy.spatial import cKDTree
 
-from mvs.cli import HELD_OUT_SEED
 from mvs.cli import main as mvs_main
 from mvs.data.synthetic import SynthConfig, generate_scene
+from mvs.demo import HELD_OUT_SEED
 from mvs.io import read_point_attributes, read_point_cloud
 from mvs_serving.config import ServiceConfig
 from mvs_serving.errors import RequestError

@@ -7,6 +7,13 @@ Two sources:
   the voxels of edge ``voxel_size`` that hold a GT point, dilated so that every voxel
   whose centre lies within ``margin`` of an occupied voxel's centre counts as observed.
   The ground plane is z = 0 with +z up unless ``scene.json`` gives ``ground_plane``.
+  The GT holds only a patch of the table (the part near the objects) while the table in
+  the images goes on beyond it, so ground points within ``margin`` of the patch's outer
+  edge do not seed the mask (:func:`ground_patch_interior`): dilated from every GT point,
+  the mask would reach ``margin`` past the edge, where correctly reconstructed table lies
+  up to ``margin`` from any GT point and would count as error. (Exact depth maps of the
+  demo's scene, fused, scored an accuracy of 0.57 mm with the mask dilated from every GT
+  point, 0.26 mm with this rule; GT spacing 0.5 mm.)
 * the official DTU evaluation files (``dtu_root`` holding ``Points/`` and ``ObsMask/``):
   ``Points/stl/stl{scan:03d}_total.ply``, ``ObsMask/ObsMask{scan}_10.mat`` (``ObsMask``
   3-D logical, ``BB`` 2x3 bounding box [min; max], ``Res`` voxel size) and
@@ -161,6 +168,45 @@ def read_plane_mat(path: str | Path) -> np.ndarray:
     return plane
 
 
+def points_on_plane(points: np.ndarray, plane: np.ndarray, tolerance: float) -> np.ndarray:
+    """(N,) bool: ``points`` (N, 3) within ``tolerance`` of ``plane`` (a, b, c, d)."""
+    plane = np.asarray(plane, dtype=np.float64)
+    scale = np.linalg.norm(plane[:3])
+    return np.abs(np.asarray(points, dtype=np.float64) @ (plane[:3] / scale) + plane[3] / scale) <= tolerance
+
+
+def ground_patch_interior(points: np.ndarray, plane: np.ndarray, margin: float, cell: float) -> np.ndarray:
+    """(N,) bool: points on ``plane`` lying more than ``margin`` inside the outer edge of the
+    patch of the plane that those points cover (holes in the patch, e.g. under objects, do
+    not count as edges); points off the plane are False.
+
+    Args:
+        points: (N, 3) scene units.
+        plane: (4,) a, b, c, d; a point is on it within 1e-3 * ``cell``.
+        margin: distance from the edge, scene units.
+        cell: raster cell of the patch; at least the points' spacing (gaps of one cell
+            between points are closed).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    normal = np.asarray(plane[:3], dtype=np.float64) / np.linalg.norm(plane[:3])
+    on_plane = points_on_plane(points, plane, 1e-3 * cell)
+    result = np.zeros(len(points), bool)
+    if not on_plane.any():
+        return result
+    u = np.cross(normal, [1.0, 0, 0] if abs(normal[0]) < 0.9 else [0, 1.0, 0])
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    uv = points[on_plane] @ np.stack([u, v], axis=1)  # (M, 2) plane coordinates
+    pad = 2
+    index = np.floor((uv - uv.min(axis=0)) / cell).astype(np.int64) + pad
+    patch = np.zeros(tuple(index.max(axis=0) + pad + 1), bool)
+    patch[index[:, 0], index[:, 1]] = True
+    patch = ndimage.binary_fill_holes(ndimage.binary_closing(patch, iterations=1))
+    inside = ndimage.distance_transform_edt(patch, sampling=cell) > margin
+    result[np.flatnonzero(on_plane)] = inside[index[:, 0], index[:, 1]]
+    return result
+
+
 @dataclass
 class GroundTruth:
     """Reference points for point-cloud evaluation.
@@ -237,7 +283,15 @@ class GroundTruth:
                 plane = ()
             if len(plane) != 4:
                 raise MVSInputError("ground_plane must be 4 numbers (a, b, c, d)", meta_path)
-        return cls(points, ObservationMask.from_points(points, voxel_size, margin), np.array(plane),
+        plane = np.array(plane, dtype=np.float64)
+        seeds = points
+        if margin > 0:
+            spacing = meta.get("config", {}).get("gt_spacing") if isinstance(meta.get("config"), dict) else None
+            cell = max(voxel_size, 2.0 * float(spacing)) if isinstance(spacing, (int, float)) else voxel_size
+            edge = points_on_plane(points, plane, 1e-3 * cell) & ~ground_patch_interior(points, plane, margin, cell)
+            seeds = points[~edge]
+            seeds = points if len(seeds) == 0 else seeds
+        return cls(points, ObservationMask.from_points(seeds, voxel_size, margin), plane,
                    colors, name=f"synthetic {scene_dir.name}")
 
     @classmethod
