@@ -77,14 +77,35 @@ def short_label(setting: dict) -> str:
     return "defaults" if not setting else ", ".join(f"{PLOT_NAMES.get(k, k)} {v}" for k, v in setting.items())
 
 
+# Label positions tried in turn (offset in points, horizontal alignment) until one
+# overlaps no label already placed.
+LABEL_PLACES = [((4, 3), "left"), ((4, -10), "left"), ((-4, 3), "right"), ((-4, -10), "right"),
+                ((4, 12), "left"), ((4, -19), "left")]
+
+
+def annotate_apart(ax, points: list[tuple[float, float]], labels: list[str]) -> None:
+    """Label each point, moving a label around its point while it overlaps an earlier one."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    for (x, y), text in zip(points, labels, strict=True):
+        for offset, align in LABEL_PLACES:
+            label = ax.annotate(text, (x, y), fontsize=7, xytext=offset, textcoords="offset points", ha=align)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+        else:
+            label = ax.annotate(text, (x, y), fontsize=7, xytext=LABEL_PLACES[0][0], textcoords="offset points")
+            box = label.get_window_extent(renderer)
+        placed.append(box)
+
+
 def plot(rows: list[dict], synthetic: dict, path: Path) -> None:
     has_dtu = any("dtu_silhouette" in r for r in rows)
     fig, axes = plt.subplots(1, 2 if has_dtu else 1, figsize=(13 if has_dtu else 7, 5.5), squeeze=False)
     ax = axes[0, 0]
     for r in rows:
         ax.scatter(r["completeness"], r["accuracy"], s=30, color="tab:red" if r["setting"] == {} else "tab:blue")
-        ax.annotate(short_label(r["setting"]), (r["completeness"], r["accuracy"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("completeness (mm, lower is better)")
     ax.set_ylabel("accuracy (mm, lower is better)")
     ax.set_title(f"synthetic held-out scene, {synthetic['size']}, {synthetic['views']} views")
@@ -94,13 +115,16 @@ def plot(rows: list[dict], synthetic: dict, path: Path) -> None:
         for r in rows:
             ax.scatter(r["dtu_points"] / 1e6, 100 * r["dtu_silhouette"], s=30,
                        color="tab:red" if r["setting"] == {} else "tab:blue")
-            ax.annotate(short_label(r["setting"]), (r["dtu_points"] / 1e6, 100 * r["dtu_silhouette"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
         ax.axhline(98.0, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("fused points (millions)")
         ax.set_ylabel("silhouette consistency (%)")
         ax.set_title("DTU scan 24, 800x600")
         ax.grid(alpha=0.3)
+    fig.tight_layout()  # final axes limits before the labels are measured
+    labels = [short_label(r["setting"]) for r in rows]
+    annotate_apart(axes[0, 0], [(r["completeness"], r["accuracy"]) for r in rows], labels)
+    if has_dtu:
+        annotate_apart(axes[0, 1], [(r["dtu_points"] / 1e6, 100 * r["dtu_silhouette"]) for r in rows], labels)
     fig.suptitle("Fusion settings (red: defaults; conf: confidence_threshold, px: reprojection_error, "
                  "rel: relative_depth_error, views: min_consistent_views)", fontsize=10)
     fig.tight_layout()
