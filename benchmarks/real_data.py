@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--scenes", nargs="+", default=["dtu_scan24", "middlebury_templeSparseRing"])
     parser.add_argument("--max-dim", type=int, default=800)
-    parser.add_argument("--num-views", type=int, default=5)
+    parser.add_argument("--num-views", type=int, default=ReconstructConfig().num_views)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 

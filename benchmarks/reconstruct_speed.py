@@ -2,9 +2,11 @@
 
 Runs the depth stage over a few reference views of a synthetic scene in a fresh process
 (so peak RSS is this job's alone) and reports seconds per view (after one warm-up view)
-and peak resident memory; on a GPU also peak GPU memory.
+and peak resident memory; on a GPU also peak GPU memory. The scale cascade is on as in
+``mvs reconstruct`` (``--coarse-max-dim 0``: every stage at the full size).
 
-    .venv/bin/python benchmarks/reconstruct_speed.py [--size 1600x1152] [--views 4] [--device cpu]
+    .venv/bin/python benchmarks/reconstruct_speed.py [--size 1600x1152] [--views 4] [--num-views 5]
+        [--coarse-max-dim 640] [--device cpu] [--name NAME]
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import torch  # noqa: E402
 
 from benchmarks.common import write_result  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
+from mvs.data.dataset import fit_size  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
 from mvs.demo import HELD_OUT_SEED  # noqa: E402
-from mvs.inference import peak_rss_gb, predict_view  # noqa: E402
+from mvs.inference import ReconstructConfig, peak_rss_gb, predict_view  # noqa: E402
 
 
 def main() -> None:
@@ -32,11 +35,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--size", default="1600x1152")
     parser.add_argument("--views", type=int, default=4, help="reference views timed (after 1 warm-up)")
-    parser.add_argument("--num-views", type=int, default=5)
+    parser.add_argument("--num-views", type=int, default=5, help="reference + sources (the target's 5)")
+    parser.add_argument("--coarse-max-dim", type=int, default=ReconstructConfig().coarse_max_dim)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
+    coarse_size = None
+    if args.coarse_max_dim and args.coarse_max_dim < max(width, height):
+        coarse_size = fit_size(width, height, args.coarse_max_dim)
 
     model, _ = load_model(args.checkpoint, args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +61,7 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            predict_view(model, scene, ref, sources, width, height, args.device)
+            predict_view(model, scene, ref, sources, width, height, args.device, coarse_size)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i > 0:  # the first view pays for allocation and kernel selection
@@ -62,6 +69,7 @@ def main() -> None:
     result = {
         "size": [width, height],
         "num_views": args.num_views,
+        "coarse_size": coarse_size,
         "device": args.device,
         "seconds_per_view": sum(times) / len(times),
         "seconds_per_view_all": times,

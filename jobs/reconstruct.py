@@ -28,13 +28,17 @@ from dataclasses import asdict, dataclass, field
 
 from jobs.common import cluster_has_gpus, connect, parse_bool_or_auto, resolve_path
 from mvs.fusion import FusionConfig
+from mvs.inference import ReconstructConfig
+
+_RECONSTRUCT = ReconstructConfig()
 
 
 @dataclass
 class BatchConfig:
     checkpoint: str | None = None  # None: the checkpoint shipped with mvs
-    max_dim: int | None = 1600
-    num_views: int = 5
+    max_dim: int | None = _RECONSTRUCT.max_dim
+    coarse_max_dim: int | None = _RECONSTRUCT.coarse_max_dim  # scale cascade (see mvs reconstruct)
+    num_views: int = _RECONSTRUCT.num_views
     depth_line: str = "interval"
     previews: bool = True
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -83,15 +87,15 @@ class SceneReconstructor:
 
         from mvs.config import from_dict
         from mvs.data.scene import load_scene
-        from mvs.inference import ReconstructConfig, reconstruct_scene
+        from mvs.inference import reconstruct_scene
 
         start = time.perf_counter()
         record = {"scene": scene_dir, "out": out_dir, "host": socket.gethostname()}
         try:
             fusion = from_dict(FusionConfig, self.config["fusion"])
             scene = load_scene(scene_dir, self.config["depth_line"])
-            config = ReconstructConfig(max_dim=self.config["max_dim"], num_views=self.config["num_views"],
-                                       device=self.device, previews=self.config["previews"], fusion=fusion)
+            config = ReconstructConfig(max_dim=self.config["max_dim"], coarse_max_dim=self.config["coarse_max_dim"],
+                                       num_views=self.config["num_views"], device=self.device, previews=self.config["previews"], fusion=fusion)
             summary = reconstruct_scene(scene, self.model, out_dir, config, progress=False)
             record.update(status="ok", views=summary["views"], fused_points=summary.get("fused_points"),
                           seconds_per_view=summary["seconds_per_view"])
@@ -176,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
     parser.add_argument("--use-gpu", default="auto", help="auto (default), true or false: one GPU per actor")
     parser.add_argument("--max-dim", type=int, default=defaults.max_dim)
+    parser.add_argument("--coarse-max-dim", type=int, default=defaults.coarse_max_dim,
+                        help="run the network at this longer side first, its last stage at --max-dim (0: off)")
     parser.add_argument("--num-views", type=int, default=defaults.num_views)
     parser.add_argument("--depth-line", choices=["interval", "min_max"], default=defaults.depth_line)
     parser.add_argument("--no-previews", action="store_true")
@@ -191,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_views < 2:
             raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
         config = BatchConfig(checkpoint=resolve_path(args.checkpoint) if args.checkpoint else None,
-                             max_dim=args.max_dim, num_views=args.num_views, depth_line=args.depth_line,
+                             max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None,
+                             num_views=args.num_views, depth_line=args.depth_line,
                              previews=not args.no_previews)
         scenes = find_scenes([resolve_path(s) for s in args.scenes])
         summary = run(scenes, Path(resolve_path(args.out)), config, args.actors, args.cpus_per_actor,

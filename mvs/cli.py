@@ -220,6 +220,9 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the checkpoint shipped with mvs")
     p.add_argument("--max-dim", type=int, default=d.max_dim, help=f"longer image side processed (default {d.max_dim})")
+    p.add_argument("--coarse-max-dim", type=int, default=d.coarse_max_dim,
+                   help=f"above this longer side, run the network at it first and only its last stage at "
+                   f"--max-dim (default {d.coarse_max_dim}; 0: all stages at --max-dim)")
     p.add_argument("--num-views", type=int, default=d.num_views, help=f"reference + sources (default {d.num_views})")
     p.add_argument("--depth-line", choices=["interval", "min_max"], default="interval")
     p.add_argument("--no-fuse", action="store_true", help="stop after the depth maps")
@@ -235,16 +238,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     if args.num_views < 2:
         raise MVSInputError(f"--num-views must be at least 2 (a reference and a source), got {args.num_views}")
+    if args.coarse_max_dim is not None and args.coarse_max_dim < 0:
+        raise MVSInputError(f"--coarse-max-dim must be 0 (off) or a size in pixels, got {args.coarse_max_dim}")
     scene = load_scene(args.scene, args.depth_line)
     model, _ = load_model(args.checkpoint, args.device)
     config = ReconstructConfig(
-        max_dim=args.max_dim, num_views=args.num_views, device=args.device,
-        previews=not args.no_previews, fuse=not args.no_fuse, fusion=_fusion_config(args),
+        max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None, num_views=args.num_views,
+        device=args.device, previews=not args.no_previews, fuse=not args.no_fuse, fusion=_fusion_config(args),
     )
     summary = reconstruct_scene(scene, model, args.out, config)
     print(f"depth maps  : {args.out / 'depths'} ({summary['views']} views at "
-          f"{summary['processed_size'][0]}x{summary['processed_size'][1]}, "
-          f"{summary['seconds_per_view']:.2f} s/view)")
+          f"{summary['processed_size'][0]}x{summary['processed_size'][1]}"
+          + (f" from {summary['coarse_size'][0]}x{summary['coarse_size'][1]}" if summary["coarse_size"] else "")
+          + f", {summary['seconds_per_view']:.2f} s/view)")
     if config.previews:
         print(f"previews    : {args.out / 'preview'}")
     if config.fuse:

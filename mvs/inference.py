@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from mvs.cameras import stack_cameras
@@ -34,11 +35,23 @@ from mvs.visualize import save_depth_preview
 @dataclass
 class ReconstructConfig:
     max_dim: int | None = 1600  # longer image side processed (None: full resolution)
-    num_views: int = 5  # reference + sources
+    # Above this longer side the network first runs at it, and only its last (full-resolution)
+    # stage runs at the processed size, around that depth upsampled (None: one scale). The
+    # shipped network was trained on 640x512 images; at 1600x1200 this scale cascade beats
+    # running all stages at 1600 and is faster (benchmarks/results/scale_cascade.json).
+    coarse_max_dim: int | None = 640
+    # Reference + sources: all ten sources of an MVSNet pair.txt. At 1600x1152 on 2 CPU cores
+    # 11 views with the scale cascade take about the time 5 took at one scale, and are far
+    # more accurate (benchmarks/results/reconstruct_accuracy.json).
+    num_views: int = 11
     device: str = "cpu"
     previews: bool = True
     fuse: bool = True
     fusion: FusionConfig = field(default_factory=FusionConfig)
+
+    def __post_init__(self) -> None:
+        if self.coarse_max_dim is not None and self.coarse_max_dim < 32:
+            raise ValueError(f"coarse_max_dim must be None (one scale) or at least 32 pixels, got {self.coarse_max_dim}")
 
 
 def peak_rss_gb() -> float:
@@ -65,16 +78,37 @@ def prepare_views(scene: Scene, view_ids: list[int], width: int, height: int, de
 
 @torch.inference_mode()
 def predict_view(
-    model: torch.nn.Module, scene: Scene, reference: int, sources: list[int], width: int, height: int, device: str
+    model: torch.nn.Module,
+    scene: Scene,
+    reference: int,
+    sources: list[int],
+    width: int,
+    height: int,
+    device: str,
+    coarse_size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Depth (H, W), confidence (H, W) and the resized reference image for one view."""
-    images, K, E, ref_image = prepare_views(scene, [reference] + sources, width, height, device)
+    """Depth (H, W), confidence (H, W) and the resized reference image for one view.
+
+    With ``coarse_size`` (width, height), smaller than (``width``, ``height``), the whole
+    cascade runs on the views resized to it first; its depth, upsampled, seeds the
+    network's last stage at full size (``initial_depth`` of
+    :class:`mvs.models.cascade.CascadeMVSNet`). The confidence is that last stage's.
+    """
+    view_ids = [reference] + sources
+    images, K, E, ref_image = prepare_views(scene, view_ids, width, height, device)
     camera = scene.views[reference].camera
     depth_min = torch.tensor([camera.depth_min], device=device)
     depth_max = torch.tensor([camera.depth_max], device=device)
     use_amp = str(device).startswith("cuda")
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-        out = model(images, K, E, depth_min, depth_max)
+        initial_depth = None
+        if coarse_size is not None and coarse_size[0] < width:
+            coarse_images, coarse_K, coarse_E, _ = prepare_views(scene, view_ids, *coarse_size, device)
+            coarse = model(coarse_images, coarse_K, coarse_E, depth_min, depth_max)["depth"].float()  # (1, h, w)
+            initial_depth = F.interpolate(
+                coarse[:, None], size=(height, width), mode="bilinear", align_corners=False
+            )[:, 0]  # (1, H, W)
+        out = model(images, K, E, depth_min, depth_max, initial_depth=initial_depth)
     depth = out["depth"][0].float().cpu().numpy()
     confidence = out["confidence"][0].float().cpu().numpy()
     return depth, confidence, ref_image
@@ -103,6 +137,7 @@ class SceneReconstruction:
     Attributes:
         references: views with at least one source in ``scene.pairs``, in view order.
         width, height: processed image size in pixels.
+        coarse_size: (width, height) of the scale cascade's first pass, or None (one scale).
         depths, confidences: view id -> (H, W) map, filled in by ``depth_maps``.
 
     Raises:
@@ -114,6 +149,10 @@ class SceneReconstruction:
         self.model = model
         self.config = config or ReconstructConfig()
         self.width, self.height = fit_size(*scene.image_size, self.config.max_dim)
+        self.coarse_size = None  # (width, height) of the scale cascade's first pass
+        coarse_max_dim = self.config.coarse_max_dim
+        if coarse_max_dim is not None and coarse_max_dim < max(self.width, self.height):
+            self.coarse_size = fit_size(*scene.image_size, coarse_max_dim)
         self.references = [v for v in scene.view_ids if scene.source_views(v)]
         if not self.references:
             raise MVSInputError("no view has source views in pair.txt; nothing to reconstruct", scene.root / "pair.txt")
@@ -126,7 +165,8 @@ class SceneReconstruction:
             tick = time.perf_counter()
             sources = self.scene.source_views(reference, self.config.num_views - 1)
             depth, confidence, image = predict_view(
-                self.model, self.scene, reference, sources, self.width, self.height, self.config.device
+                self.model, self.scene, reference, sources, self.width, self.height, self.config.device,
+                self.coarse_size,
             )
             self.depths[reference], self.confidences[reference] = depth, confidence
             yield ViewDepth(reference, sources, depth, confidence, image, time.perf_counter() - tick)
@@ -199,6 +239,7 @@ def reconstruct_scene(
         "scene": str(scene.root),
         "views": len(run.references),
         "processed_size": [run.width, run.height],
+        "coarse_size": None if run.coarse_size is None else list(run.coarse_size),
         "seconds_per_view": float(np.mean(view_seconds)),
         "depth_seconds": time.perf_counter() - start,
         "config": asdict(config),

@@ -3,7 +3,7 @@
 Form fields (all optional)::
 
     max_dim               longer image side processed, pixels (default: the service's)
-    num_sources           source views per reference view (default 4, as `mvs reconstruct`)
+    num_sources           source views per reference view (default as `mvs reconstruct`)
     confidence_threshold  fusion: photometric filter in [0, 1]
     reprojection_error    fusion: pixels
     relative_depth_error  fusion: |d' - d| / d
@@ -33,14 +33,15 @@ OUTPUTS = ("ply", "json")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 DEPTH_LINES = tuple(d.value for d in DepthLine)
 _FUSION = FusionConfig()
+_RECONSTRUCT = ReconstructConfig()
 
 
 @dataclass(frozen=True)
 class ReconstructOptions:
     """What one request asks for; every field already checked."""
 
-    max_dim: int = 1600
-    num_sources: int = 4
+    max_dim: int = _RECONSTRUCT.max_dim or 1600
+    num_sources: int = _RECONSTRUCT.num_views - 1
     confidence_threshold: float = _FUSION.confidence_threshold
     reprojection_error: float = _FUSION.reprojection_error
     relative_depth_error: float = _FUSION.relative_depth_error

@@ -537,6 +537,41 @@ def test_network_does_not_depend_on_units(overrides):
     torch.testing.assert_close(out_m["confidence"], out_mm["confidence"], rtol=0, atol=1e-4)
 
 
+def test_initial_depth_runs_the_last_stage_exactly_as_the_cascade_does():
+    """Seeding with the middle stage's depth, upsampled as the cascade upsamples it,
+    reproduces the full run's final stage (size a multiple of 16: no padding in between)."""
+    torch.manual_seed(0)
+    model = CascadeMVSNet(tiny_config()).eval()
+    inputs = small_rig(2, 3, 48, 64)
+    with torch.inference_mode():
+        full = model(*inputs)
+        middle = full["stages"][1]["depth"]  # (B, 24, 32)
+        seed = F.interpolate(middle[:, None], size=(48, 64), mode="bilinear", align_corners=False)[:, 0]
+        seeded = model(*inputs, initial_depth=seed)
+    assert len(seeded["stages"]) == 1 and seeded["stages"][0]["stride"] == 1
+    torch.testing.assert_close(seeded["depth"], full["depth"])
+    torch.testing.assert_close(seeded["confidence"], full["confidence"])
+
+
+def test_initial_depth_centres_the_last_stage_on_it_at_any_size():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = CascadeMVSNet(config).eval()
+    images, K, E, dmin, dmax = small_rig(1, 3, 37, 53)
+    seed = torch.full((1, 37, 53), 650.0)
+    seed[:, :, 30:] = 700.0
+    with torch.inference_mode():
+        out = model(images, K, E, dmin, dmax, initial_depth=seed)
+    hypotheses = out["stages"][0]["hypotheses"]  # (1, D, 37, 53)
+    assert hypotheses.shape == (1, config.hypotheses[-1], 37, 53)
+    # The window (D samples one final interval apart) is centred on the seed.
+    torch.testing.assert_close(hypotheses.mean(dim=1), seed, rtol=1e-5, atol=1e-3)
+    assert out["depth"].shape == (1, 37, 53)
+    assert ((out["depth"] >= hypotheses[:, 0] - 1e-3) & (out["depth"] <= hypotheses[:, -1] + 1e-3)).all()
+    with pytest.raises(ValueError, match="initial_depth"):
+        model(images, K, E, dmin, dmax, initial_depth=seed[:, :-1])
+
+
 def test_network_training_mode_and_gradients():
     torch.manual_seed(0)
     config = tiny_config(visibility_weights=True)

@@ -49,6 +49,24 @@ def test_reconstruct_held_out_scene_with_default_checkpoint(held_out_scene, tmp_
     assert depth.shape == (256, 320)
 
 
+def test_scale_cascade_seeds_the_full_size_stage_with_a_coarse_pass(held_out_scene, tmp_path):
+    """--coarse-max-dim below the processed size: the network runs at 160x128 first and only
+    its last stage at 320x256; the depth maps are at the processed size and as accurate as
+    the bounds of the one-scale run above."""
+    out = tmp_path / "recon"
+    assert mvs_main(["reconstruct", str(held_out_scene), "--out", str(out), "--no-previews", "--no-fuse",
+                     "--max-dim", "320", "--coarse-max-dim", "160"]) == 0
+    summary = json.loads((out / "reconstruction.json").read_text())
+    assert summary["processed_size"] == [320, 256] and summary["coarse_size"] == [160, 128]
+    assert read_pfm(out / "depths" / "00000000.pfm").shape == (256, 320)
+    scene = load_scene(held_out_scene)
+    evaluation = evaluate_depth_folder(out, scene).total
+    spans = [v.camera.depth_max - v.camera.depth_min for v in scene.views.values()]
+    assert evaluation.mae < 0.12 * np.mean(spans), evaluation.to_dict()
+    assert evaluation.within[2.0] > 0.25, evaluation.to_dict()
+    assert evaluation.within[4.0] > 0.30, evaluation.to_dict()
+
+
 def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path, capsys):
     """`make demo`'s command, shrunk: generate, reconstruct, fuse, score, with the printed paths."""
     out = tmp_path / "demo"

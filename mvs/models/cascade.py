@@ -83,6 +83,7 @@ class CascadeMVSNet(nn.Module):
         extrinsics: torch.Tensor,
         depth_min: torch.Tensor,
         depth_max: torch.Tensor,
+        initial_depth: torch.Tensor | None = None,
     ) -> dict:
         """Estimate the reference view's depth.
 
@@ -93,6 +94,11 @@ class CascadeMVSNet(nn.Module):
             intrinsics: (B, V, 3, 3) for the (H, W) images.
             extrinsics: (B, V, 4, 4) world-to-camera.
             depth_min, depth_max: (B,) reference depth range, scene units, 0 < min < max.
+            initial_depth: (B, H, W) a depth estimate for these images, scene units — in
+                practice this network's output for the same views at a lower image scale,
+                upsampled (see :func:`mvs.inference.predict_view`). When given, only the
+                last stage runs, sampling its hypotheses around this estimate, and
+                ``stages`` holds that one stage.
 
         Returns:
             dict with
@@ -126,7 +132,21 @@ class CascadeMVSNet(nn.Module):
         )  # (B,) parameter units
         stages = []
         previous = None  # (B, h, w) previous stage's depth at its padded resolution
+        first_stage = 0
+        if initial_depth is not None:
+            if initial_depth.shape != (batch, height, width):
+                raise ValueError(
+                    f"initial_depth must be {(batch, height, width)}, got {tuple(initial_depth.shape)}"
+                )
+            first_stage = config.num_stages - 1
+            previous = initial_depth.to(dtype)
+            if (padded_h, padded_w) != (height, width):
+                previous = F.pad(
+                    previous[:, None], (0, padded_w - width, 0, padded_h - height), mode="replicate"
+                )[:, 0]  # (B, Hp, Wp)
         for k, stride in enumerate(config.stage_strides):
+            if k < first_stage:
+                continue
             features = pyramid[k]
             _, channels, stage_h, stage_w = features.shape
             features = features.view(batch, num_views, channels, stage_h, stage_w)

@@ -1,0 +1,146 @@
+"""Scale cascade: accuracy and time per view of each first-pass size at 1600x1152.
+
+``mvs reconstruct`` runs the whole network at ``--coarse-max-dim`` first and only its
+last stage at the processed size, around that depth upsampled. This benchmark scores each
+first-pass size (and 0: every stage at 1600x1152, the one-scale network) on a held-out
+synthetic scene (seed never used in training), with 5 and 11 views, over every
+``--every``-th reference view: fraction of valid GT pixels within 1/2/4 mm, MAE and
+seconds per view (network, resizing included). Writes scale_cascade.json, a PNG of the
+scores and scale_cascade_errors.png (the first reference view's error maps, per setting).
+
+    .venv/bin/python benchmarks/scale_cascade.py [--size 1600x1152] [--coarse 0 480 640 800]
+        [--num-views 5 11] [--every 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, write_result  # noqa: E402
+from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
+from mvs.data.dataset import fit_size  # noqa: E402
+from mvs.data.scene import load_scene  # noqa: E402
+from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
+from mvs.demo import HELD_OUT_SEED  # noqa: E402
+from mvs.evaluation import DepthMetrics  # noqa: E402
+from mvs.evaluation.depth import depth_metrics  # noqa: E402
+from mvs.inference import predict_view  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--size", default="1600x1152")
+    parser.add_argument("--coarse", type=int, nargs="+", default=[0, 480, 640, 800],
+                        help="first-pass longer sides (0: one scale)")
+    parser.add_argument("--num-views", type=int, nargs="+", default=[5, 11])
+    parser.add_argument("--views", type=int, default=49, help="views in the scene")
+    parser.add_argument("--every", type=int, default=4, help="score every N-th view as reference")
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--name", default="scale_cascade")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+
+    model, _ = load_model(args.checkpoint, args.device)
+    rows = []
+    error_maps: list[tuple[str, np.ndarray]] = []  # (label, |depth - GT|) of the first reference view
+    with tempfile.TemporaryDirectory() as tmp:
+        scene_dir = Path(tmp) / "scene"
+        generate_scene(scene_dir, SynthConfig(views=args.views, width=width, height=height), args.seed)
+        scene = load_scene(scene_dir)
+        references = scene.view_ids[:: args.every]
+        first_image = scene.image(references[0])
+        for num_views in args.num_views:
+            for coarse in args.coarse:
+                coarse_size = fit_size(width, height, coarse) if coarse and coarse < max(width, height) else None
+                metrics, seconds = [], []
+                for ref in references:
+                    sources = scene.source_views(ref, num_views - 1)
+                    start = time.perf_counter()
+                    depth, _, _ = predict_view(model, scene, ref, sources, width, height, args.device, coarse_size)
+                    seconds.append(time.perf_counter() - start)
+                    gt = scene.depth(ref)
+                    metrics.append(depth_metrics(depth, gt))
+                    if ref == references[0]:
+                        label = (f"{coarse_size[0]}x{coarse_size[1]} first" if coarse_size else "one scale")
+                        error_maps.append((f"{label}, {num_views} views", np.where(gt > 0, np.abs(depth - gt), np.nan)))
+                total = DepthMetrics.combine(metrics).to_dict()
+                row = {"coarse_max_dim": coarse or None, "coarse_size": coarse_size, "num_views": num_views,
+                       "seconds_per_view": float(np.mean(seconds)), "within": total["within"], "mae": total["mae"]}
+                rows.append(row)
+                label = f"{coarse_size[0]}x{coarse_size[1]} first" if coarse_size else "one scale"
+                print(f"{num_views} views, {label}: within 1/2/4 mm "
+                      + " / ".join(f"{100 * total['within'][k]:.1f}%" for k in ("1", "2", "4"))
+                      + f", MAE {total['mae']:.2f}, {row['seconds_per_view']:.2f} s/view", flush=True)
+    plot(rows, width, height, RESULTS / f"{args.name}.png")
+    plot_errors(first_image, error_maps, RESULTS / f"{args.name}_errors.png")
+    write_result(args.name, {
+        "checkpoint": str(args.checkpoint), "size": [width, height], "seed": args.seed,
+        "scene_views": args.views, "references": len(references), "device": args.device, "rows": rows,
+    })
+
+
+def plot(rows: list[dict], width: int, height: int, path: Path) -> None:
+    """Bars: within 2 and 4 mm per first-pass size, one group per number of views."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.8 + 1.1 * len(rows), 3.8))
+    x = np.arange(len(rows))
+    for offset, threshold in ((-0.2, "2"), (0.2, "4")):
+        bars = ax.bar(x + offset, [100 * r["within"][threshold] for r in rows], width=0.4,
+                      label=f"within {threshold} mm")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    labels = [("one scale" if r["coarse_size"] is None else f"{r['coarse_size'][0]} first")
+              + f"\n{r['num_views']} views\n{r['seconds_per_view']:.1f} s/view" for r in rows]
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.axhline(85, color="grey", lw=0.8, ls="--")
+    ax.axhline(92, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(50, 100)
+    ax.set_ylabel("% of valid GT pixels")
+    ax.set_title(f"Scale cascade at {width}x{height}: first pass at N px, last stage at full size\n"
+                 "(held-out synthetic scene; targets 85% within 2 mm, 92% within 4 mm)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
+def plot_errors(image: np.ndarray, error_maps: list[tuple[str, np.ndarray]], path: Path) -> None:
+    """The reference image and each setting's |depth - GT| (0 to 8 mm; blank: no GT) side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 1 + (len(error_maps) + 1) // 2
+    fig, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 5.4), squeeze=False)
+    axes[0, 0].imshow(image)
+    axes[0, 0].set_title("reference image", fontsize=8)
+    shown = None
+    for ax, (label, error) in zip(axes[:, 1:].ravel(), error_maps, strict=False):
+        shown = ax.imshow(error, cmap="turbo", vmin=0, vmax=8)
+        ax.set_title(f"{label}\n{100 * float(np.mean(error[np.isfinite(error)] > 2)):.1f}% off by > 2 mm", fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="|depth - GT|, mm (clipped at 8)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()
