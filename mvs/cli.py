@@ -416,7 +416,7 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--url", required=True, help="service root, e.g. http://127.0.0.1:8000")
     rec.add_argument("--out", type=Path, required=True, help="output PLY (or JSON with --output json)")
     rec.add_argument("--max-dim", type=int, default=None, help="longer image side processed (default: the service's)")
-    rec.add_argument("--num-sources", type=int, default=None, help="source views per reference view (default 4)")
+    rec.add_argument("--num-sources", type=int, default=None, help="source views per reference view (default: the service's, as mvs reconstruct)")
     rec.add_argument("--output", choices=["ply", "json"], default=None, help="ply (default) or json")
     rec.add_argument("--depth-line", choices=["interval", "min_max"], default=None)
     d = FusionConfig()

@@ -35,15 +35,14 @@ from mvs.visualize import save_depth_preview
 @dataclass
 class ReconstructConfig:
     max_dim: int | None = 1600  # longer image side processed (None: full resolution)
-    # Above this longer side the network first runs at it, and only its last (full-resolution)
-    # stage runs at the processed size, around that depth upsampled (None: one scale). The
-    # shipped network was trained on 640x512 images; at 1600x1200 this scale cascade beats
-    # running all stages at 1600 and is faster (benchmarks/results/scale_cascade.json).
-    coarse_max_dim: int | None = 640
-    # Reference + sources: all ten sources of an MVSNet pair.txt. At 1600x1152 on 2 CPU cores
-    # 11 views with the scale cascade take about the time 5 took at one scale, and are far
-    # more accurate (benchmarks/results/reconstruct_accuracy.json).
-    num_views: int = 11
+    # Scale cascade (None: off). Above this longer side the network first runs on the views
+    # resized to it, and only its last (full-resolution) stage runs at the processed size,
+    # around that depth upsampled. The shipped network was trained on 640x512 images; with 640
+    # at 1600x1152 weakly textured surfaces come out far better and faster, but structures a
+    # few pixels thin at 640 px are lost (benchmarks/results/scale_cascade.json), so it is
+    # not the default.
+    coarse_max_dim: int | None = None
+    num_views: int = 5  # reference + sources
     device: str = "cpu"
     previews: bool = True
     fuse: bool = True
