@@ -95,7 +95,8 @@ class SceneReconstructor:
             fusion = from_dict(FusionConfig, self.config["fusion"])
             scene = load_scene(scene_dir, self.config["depth_line"])
             config = ReconstructConfig(max_dim=self.config["max_dim"], coarse_max_dim=self.config["coarse_max_dim"],
-                                       num_views=self.config["num_views"], device=self.device, previews=self.config["previews"], fusion=fusion)
+                                       num_views=self.config["num_views"], device=self.device,
+                                       previews=self.config["previews"], fusion=fusion)
             summary = reconstruct_scene(scene, self.model, out_dir, config, progress=False)
             record.update(status="ok", views=summary["views"], fused_points=summary.get("fused_points"),
                           seconds_per_view=summary["seconds_per_view"])

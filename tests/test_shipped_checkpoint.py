@@ -22,6 +22,18 @@ def held_out_scene(tmp_path_factory):
     return root
 
 
+def assert_trained_accuracy(recon_dir, scene_dir) -> None:
+    """Depth maps in ``recon_dir`` score well beyond what an untrained network reaches on
+    the held-out scene (MAE about a quarter of the ~700 mm depth ranges, a few percent
+    within 4 mm)."""
+    scene = load_scene(scene_dir)
+    evaluation = evaluate_depth_folder(recon_dir, scene).total
+    spans = [v.camera.depth_max - v.camera.depth_min for v in scene.views.values()]
+    assert evaluation.mae < 0.12 * np.mean(spans), evaluation.to_dict()
+    assert evaluation.within[2.0] > 0.25, evaluation.to_dict()
+    assert evaluation.within[4.0] > 0.30, evaluation.to_dict()
+
+
 def test_shipped_checkpoint_is_small_and_weights_only():
     assert DEFAULT_CHECKPOINT.is_file(), "the package must ship a trained checkpoint"
     assert DEFAULT_CHECKPOINT.stat().st_size < 20 * 1024**2
@@ -34,15 +46,9 @@ def test_shipped_checkpoint_is_small_and_weights_only():
 def test_reconstruct_held_out_scene_with_default_checkpoint(held_out_scene, tmp_path):
     out = tmp_path / "recon"
     assert mvs_main(["reconstruct", str(held_out_scene), "--out", str(out), "--no-previews", "--min-consistent-views", "2"]) == 0
-    scene = load_scene(held_out_scene)
-    evaluation = evaluate_depth_folder(out, scene).total
-    # Bounds well beyond what an untrained network reaches (MAE about a quarter of the
-    # ~700 mm depth ranges, a few percent within 4 mm). Measured with the shipped
-    # checkpoint on this scene: MAE 58 mm, 34% within 2 mm, 42% within 4 mm.
-    spans = [v.camera.depth_max - v.camera.depth_min for v in scene.views.values()]
-    assert evaluation.mae < 0.12 * np.mean(spans), evaluation.to_dict()
-    assert evaluation.within[2.0] > 0.25, evaluation.to_dict()
-    assert evaluation.within[4.0] > 0.30, evaluation.to_dict()
+    # Measured with the shipped checkpoint on this scene: MAE 58 mm, 34% within 2 mm, 42%
+    # within 4 mm.
+    assert_trained_accuracy(out, held_out_scene)
     summary = json.loads((out / "reconstruction.json").read_text())
     assert summary["fused_points"] > 1000
     depth = read_pfm(out / "depths" / "00000000.pfm")
@@ -51,20 +57,17 @@ def test_reconstruct_held_out_scene_with_default_checkpoint(held_out_scene, tmp_
 
 def test_scale_cascade_seeds_the_full_size_stage_with_a_coarse_pass(held_out_scene, tmp_path):
     """--coarse-max-dim below the processed size: the network runs at 160x128 first and only
-    its last stage at 320x256; the depth maps are at the processed size and as accurate as
-    the bounds of the one-scale run above."""
+    its last stage at 320x256; the depth maps are at the processed size and within the
+    bounds of the one-scale run above."""
     out = tmp_path / "recon"
     assert mvs_main(["reconstruct", str(held_out_scene), "--out", str(out), "--no-previews", "--no-fuse",
                      "--max-dim", "320", "--coarse-max-dim", "160"]) == 0
     summary = json.loads((out / "reconstruction.json").read_text())
     assert summary["processed_size"] == [320, 256] and summary["coarse_size"] == [160, 128]
     assert read_pfm(out / "depths" / "00000000.pfm").shape == (256, 320)
-    scene = load_scene(held_out_scene)
-    evaluation = evaluate_depth_folder(out, scene).total
-    spans = [v.camera.depth_max - v.camera.depth_min for v in scene.views.values()]
-    assert evaluation.mae < 0.12 * np.mean(spans), evaluation.to_dict()
-    assert evaluation.within[2.0] > 0.25, evaluation.to_dict()
-    assert evaluation.within[4.0] > 0.30, evaluation.to_dict()
+    # Measured: MAE 68 mm, 34% within 2 mm, 40% within 4 mm (160 px is far below the
+    # scale the network was trained at; the test checks the mechanism, not the setting).
+    assert_trained_accuracy(out, held_out_scene)
 
 
 def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path, capsys):
