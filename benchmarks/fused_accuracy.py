@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-views", type=int, default=DemoConfig.num_views)
     parser.add_argument("--coarse-max-dim", type=int, default=DemoConfig.coarse_max_dim,
                         help="scale cascade's first pass, as mvs reconstruct (default: off)")
+    parser.add_argument("--one-scale-views", type=int, default=DemoConfig.one_scale_views,
+                        help="with --coarse-max-dim: merge in a one-scale pass with this many views")
+    parser.add_argument("--confidence-threshold", type=float, default=FusionConfig().confidence_threshold)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--keep", type=Path, default=None, help="keep each run's outputs under this folder")
@@ -76,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             size = f"{width}x{height}"
             print(f"=== {size} ===", flush=True)
             config = DemoConfig(views=args.views, width=width, height=height, seed=args.seed,
-                                num_views=args.num_views, coarse_max_dim=args.coarse_max_dim or None, checkpoint=args.checkpoint, device=args.device)
+                                num_views=args.num_views, coarse_max_dim=args.coarse_max_dim or None,
+                                one_scale_views=args.one_scale_views,
+                                fusion=FusionConfig(confidence_threshold=args.confidence_threshold),
+                                checkpoint=args.checkpoint, device=args.device)
             report = run_demo(config, base / size, progress=True)
             picture = RESULTS / f"{args.name}_{size}.png"
             RESULTS.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,22 @@ def test_scale_cascade_seeds_the_full_size_stage_with_a_coarse_pass(held_out_sce
     assert_trained_accuracy(out, held_out_scene)
 
 
+def test_one_scale_views_merge_a_one_scale_pass_into_the_cascade(held_out_scene, tmp_path):
+    out = tmp_path / "recon"
+    assert mvs_main(["reconstruct", str(held_out_scene), "--out", str(out), "--no-previews", "--no-fuse",
+                     "--max-dim", "320", "--coarse-max-dim", "160", "--one-scale-views", "3"]) == 0
+    summary = json.loads((out / "reconstruction.json").read_text())
+    assert summary["config"]["one_scale_views"] == 3 and summary["coarse_size"] == [160, 128]
+    assert read_pfm(out / "depths" / "00000000.pfm").shape == (256, 320)
+    assert_trained_accuracy(out, held_out_scene)
+
+def test_one_scale_views_without_the_cascade_is_refused(held_out_scene, tmp_path, capsys):
+    code = mvs_main(["reconstruct", str(held_out_scene), "--out", str(tmp_path / "x"), "--one-scale-views", "3"])
+    assert code == 2
+    assert "--one-scale-views needs --coarse-max-dim" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path, capsys):
     """`make demo`'s command, shrunk: generate, reconstruct, fuse, score, with the printed paths."""
     out = tmp_path / "demo"
