@@ -55,8 +55,9 @@ class ReconstructConfig:
     def __post_init__(self) -> None:
         if self.coarse_max_dim is not None and self.coarse_max_dim < 32:
             raise ValueError(f"coarse_max_dim must be None (one scale) or at least 32 pixels, got {self.coarse_max_dim}")
-        if self.one_scale_views is not None and self.one_scale_views < 2:
-            raise ValueError(f"one_scale_views must be None or at least 2, got {self.one_scale_views}")
+        if self.one_scale_views is not None and (self.one_scale_views < 2 or self.coarse_max_dim is None):
+            raise ValueError(f"one_scale_views needs coarse_max_dim and at least 2 views, got {self.one_scale_views} "
+                             f"with coarse_max_dim {self.coarse_max_dim}")
 
 
 def peak_rss_gb() -> float:
@@ -149,8 +150,9 @@ def merge_scales(
 
 
 def last_window_margin(model: torch.nn.Module, depth_min: float, depth_max: float) -> float:
-    """Half the width of the last stage's hypothesis window in depth units (for inverse-depth
-    sampling, the width at the middle of the range, an approximation)."""
+    """Half the width of the last stage's hypothesis window, in depth units. (With
+    inverse-depth sampling the window is uniform in inverse depth; this figure, computed
+    as for depth sampling, is then only its rough scale.)"""
     config = model.config
     interval = (depth_max - depth_min) / (config.hypotheses[0] * config.interval_ratios[0])
     return 0.5 * config.hypotheses[-1] * interval * config.interval_ratios[-1]

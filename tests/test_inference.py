@@ -31,5 +31,7 @@ def test_last_window_margin_is_half_the_last_stage_window():
 def test_config_refuses_too_few_one_scale_views_and_tiny_first_pass():
     with pytest.raises(ValueError, match="one_scale_views"):
         ReconstructConfig(coarse_max_dim=640, one_scale_views=1)
+    with pytest.raises(ValueError, match="one_scale_views needs coarse_max_dim"):
+        ReconstructConfig(one_scale_views=5)
     with pytest.raises(ValueError, match="coarse_max_dim"):
         ReconstructConfig(coarse_max_dim=8)
