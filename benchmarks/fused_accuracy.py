@@ -12,6 +12,11 @@ a perfect network would get, the protocol's floor at that size (ground-truth sam
 the 0.2 mm thinning and the gaps fusion leaves). ``--no-floor`` skips it.
 
     .venv/bin/python benchmarks/fused_accuracy.py [--sizes 640x512 1600x1200] [--keep DIR]
+        [--num-views N] [--coarse-max-dim N [--one-scale-views N]] [--confidence-threshold C]
+        [--no-floor] [--name NAME]
+
+The options change the reconstruction and the fusion bar from ``mvs reconstruct``'s
+defaults; ``--name`` keeps such runs in their own files.
 
 At 1600x1200 with 49 views this took 15 min (plus 3 for the exact depth maps) with one
 thread on 2 CPU cores; 640x512 takes about 2 min.

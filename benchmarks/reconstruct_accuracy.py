@@ -39,9 +39,9 @@ def main() -> None:
                         help="held-out scenes per size (one value: the same for every size)")
     parser.add_argument("--views", type=int, default=49)
     parser.add_argument("--num-views", type=int, nargs="+", default=[5, 11],
-                        help="reference + sources (11: mvs reconstruct's default, all ten pair.txt sources; 5: the speed target's)")
+                        help="reference + sources (5: mvs reconstruct's default; 11: all ten sources of pair.txt)")
     parser.add_argument("--coarse-max-dim", type=int, default=ReconstructConfig().coarse_max_dim,
-                        help="scale cascade's first pass (0: every stage at the image size; see mvs reconstruct)")
+                        help="scale cascade's first pass (default off, as mvs reconstruct; 0: off)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="reconstruct_accuracy")
     args = parser.parse_args()

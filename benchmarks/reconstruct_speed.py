@@ -2,8 +2,8 @@
 
 Runs the depth stage over a few reference views of a synthetic scene in a fresh process
 (so peak RSS is this job's alone) and reports seconds per view (after one warm-up view)
-and peak resident memory; on a GPU also peak GPU memory. The scale cascade is on as in
-``mvs reconstruct`` (``--coarse-max-dim 0``: every stage at the full size).
+and peak resident memory; on a GPU also peak GPU memory. ``--coarse-max-dim N`` times the
+scale cascade of ``mvs reconstruct`` (off by default, as there).
 
     .venv/bin/python benchmarks/reconstruct_speed.py [--size 1600x1152] [--views 4] [--num-views 5]
         [--coarse-max-dim 640] [--device cpu] [--name NAME]
@@ -23,11 +23,10 @@ import torch  # noqa: E402
 
 from benchmarks.common import write_result  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
-from mvs.data.dataset import fit_size  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
 from mvs.demo import HELD_OUT_SEED  # noqa: E402
-from mvs.inference import ReconstructConfig, peak_rss_gb, predict_view  # noqa: E402
+from mvs.inference import ReconstructConfig, first_pass_size, peak_rss_gb, predict_view  # noqa: E402
 
 
 def main() -> None:
@@ -41,9 +40,7 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    coarse_size = None
-    if args.coarse_max_dim and args.coarse_max_dim < max(width, height):
-        coarse_size = fit_size(width, height, args.coarse_max_dim)
+    coarse_size = first_pass_size((width, height), (width, height), args.coarse_max_dim or None)
 
     model, _ = load_model(args.checkpoint, args.device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,14 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, write_result  # noqa: E402
 from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
-from mvs.data.dataset import fit_size  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
 from mvs.demo import HELD_OUT_SEED  # noqa: E402
 from mvs.evaluation import DepthMetrics  # noqa: E402
 from mvs.evaluation.depth import depth_metrics  # noqa: E402
 from mvs.geometry import backproject_depth  # noqa: E402
-from mvs.inference import predict_view  # noqa: E402
+from mvs.inference import first_pass_size, predict_view  # noqa: E402
 
 
 def main() -> None:
@@ -68,7 +67,7 @@ def main() -> None:
         first_image = scene.image(references[0])
         for num_views in args.num_views:
             for coarse in args.coarse:
-                coarse_size = fit_size(width, height, coarse) if coarse and coarse < max(width, height) else None
+                coarse_size = first_pass_size((width, height), (width, height), coarse or None)
                 metrics, object_metrics, seconds = [], [], []
                 for ref in references:
                     sources = scene.source_views(ref, num_views - 1)

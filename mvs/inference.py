@@ -60,6 +60,16 @@ class ReconstructConfig:
                              f"with coarse_max_dim {self.coarse_max_dim}")
 
 
+def first_pass_size(
+    image_size: tuple[int, int], processed_size: tuple[int, int], coarse_max_dim: int | None
+) -> tuple[int, int] | None:
+    """(width, height) of the scale cascade's first pass for images of ``image_size``
+    processed at ``processed_size``, or None when the cascade is off or would not shrink them."""
+    if coarse_max_dim is None or coarse_max_dim >= max(processed_size):
+        return None
+    return fit_size(*image_size, coarse_max_dim)
+
+
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far, GB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -193,10 +203,7 @@ class SceneReconstruction:
         self.model = model
         self.config = config or ReconstructConfig()
         self.width, self.height = fit_size(*scene.image_size, self.config.max_dim)
-        self.coarse_size = None  # (width, height) of the scale cascade's first pass
-        coarse_max_dim = self.config.coarse_max_dim
-        if coarse_max_dim is not None and coarse_max_dim < max(self.width, self.height):
-            self.coarse_size = fit_size(*scene.image_size, coarse_max_dim)
+        self.coarse_size = first_pass_size(scene.image_size, (self.width, self.height), self.config.coarse_max_dim)
         self.references = [v for v in scene.view_ids if scene.source_views(v)]
         if not self.references:
             raise MVSInputError("no view has source views in pair.txt; nothing to reconstruct", scene.root / "pair.txt")

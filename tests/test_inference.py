@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mvs.inference import ReconstructConfig, last_window_margin, merge_scales
+from mvs.inference import ReconstructConfig, first_pass_size, last_window_margin, merge_scales
 from mvs.models import CascadeMVSNet, ModelConfig
 
 
@@ -35,3 +35,10 @@ def test_config_refuses_too_few_one_scale_views_and_tiny_first_pass():
         ReconstructConfig(one_scale_views=5)
     with pytest.raises(ValueError, match="coarse_max_dim"):
         ReconstructConfig(coarse_max_dim=8)
+
+
+def test_first_pass_size_only_when_it_shrinks_the_processed_images():
+    assert first_pass_size((1600, 1200), (1600, 1200), 640) == (640, 480)
+    assert first_pass_size((1600, 1200), (800, 600), 640) == (640, 480)  # from the original size
+    assert first_pass_size((1600, 1200), (640, 480), 640) is None  # nothing to gain
+    assert first_pass_size((1600, 1200), (1600, 1200), None) is None
