@@ -12,7 +12,7 @@ a perfect network would get, the protocol's floor at that size (ground-truth sam
 the 0.2 mm thinning and the gaps fusion leaves). ``--no-floor`` skips it.
 
     .venv/bin/python benchmarks/fused_accuracy.py [--sizes 640x512 1600x1200] [--keep DIR]
-        [--num-views N] [--coarse-max-dim N [--one-scale-views N]] [--confidence-threshold C]
+        [--num-views N] [--coarse-max-dim N] [--early-views N] [--confidence-threshold C]
         [--no-floor] [--name NAME]
 
 The options change the reconstruction and the fusion bar from ``mvs reconstruct``'s
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DemoConfig.seed)
     parser.add_argument("--num-views", type=int, default=DemoConfig.num_views)
     parser.add_argument("--coarse-max-dim", type=int, default=DemoConfig.coarse_max_dim,
-                        help="scale cascade's first pass, as mvs reconstruct (default: off)")
-    parser.add_argument("--one-scale-views", type=int, default=DemoConfig.one_scale_views,
-                        help="with --coarse-max-dim: merge in a one-scale pass with this many views")
+                        help=f"scale cascade's first pass, as mvs reconstruct (default {DemoConfig.coarse_max_dim}; 0: off)")
+    parser.add_argument("--early-views", type=int, default=DemoConfig.early_views,
+                        help="views of the stages before the last, as mvs reconstruct")
     parser.add_argument("--confidence-threshold", type=float, default=FusionConfig().confidence_threshold)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
     parser.add_argument("--device", default="auto")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"=== {size} ===", flush=True)
             config = DemoConfig(views=args.views, width=width, height=height, seed=args.seed,
                                 num_views=args.num_views, coarse_max_dim=args.coarse_max_dim or None,
-                                one_scale_views=args.one_scale_views,
+                                early_views=args.early_views,
                                 fusion=FusionConfig(confidence_threshold=args.confidence_threshold),
                                 checkpoint=args.checkpoint, device=args.device)
             report = run_demo(config, base / size, progress=True)

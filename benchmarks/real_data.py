@@ -13,6 +13,7 @@ and writes benchmarks/results/real_<dtu|middlebury>_depth.png (depth | confidenc
 views) and real_<...>_cloud.png (the fused cloud rendered from the first camera).
 
     .venv/bin/python benchmarks/real_data.py [--max-dim 800] [--scenes dtu_scan24]
+        [--num-views N] [--coarse-max-dim N] [--early-views N]   (defaults: mvs reconstruct's)
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def main() -> None:
     parser.add_argument("--scenes", nargs="+", default=["dtu_scan24", "middlebury_templeSparseRing"])
     parser.add_argument("--max-dim", type=int, default=800)
     parser.add_argument("--num-views", type=int, default=ReconstructConfig().num_views)
+    parser.add_argument("--coarse-max-dim", type=int, default=ReconstructConfig().coarse_max_dim, help="0: one scale")
+    parser.add_argument("--early-views", type=int, default=ReconstructConfig().early_views)
+    parser.add_argument("--name-suffix", default="", help="appended to the result files' names")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -79,7 +83,8 @@ def main() -> None:
             out = Path(tmp)
             start = time.perf_counter()
             summary = reconstruct_scene(scene, model, out, ReconstructConfig(
-                max_dim=args.max_dim, num_views=args.num_views, device=args.device, fuse=False, previews=False))
+                max_dim=args.max_dim, num_views=args.num_views, coarse_max_dim=args.coarse_max_dim or None,
+                early_views=args.early_views, device=args.device, fuse=False, previews=False))
             depths = {v: read_pfm(out / "depths" / f"{v:08d}.pfm") for v in scene.view_ids
                       if (out / "depths" / f"{v:08d}.pfm").is_file()}
             confidences = {v: read_pfm(out / "confidence" / f"{v:08d}.pfm") for v in depths}
@@ -89,6 +94,9 @@ def main() -> None:
                 "scene": name,
                 "max_dim": args.max_dim,
                 "processed_size": summary["processed_size"],
+                "coarse_size": summary["coarse_size"],
+                "num_views": args.num_views,
+                "early_views": args.early_views,
                 "seconds_per_view": summary["seconds_per_view"],
                 "total_seconds": time.perf_counter() - start,
                 "cross_view_consistency": cross.to_dict(),
@@ -97,7 +105,7 @@ def main() -> None:
             if all(v.mask_path is not None for v in scene.views.values()):
                 result["silhouette_consistency"] = silhouette_consistency(cloud.points, cloud.source_view, scene).to_dict()
             picks = scene.view_ids[:: max(1, len(scene.view_ids) // 4)][:4]
-            short = SHORT_NAMES.get(name, name)
+            short = SHORT_NAMES.get(name, name) + args.name_suffix
             RESULTS.mkdir(parents=True, exist_ok=True)
             panels = [depth_confidence_panel(depths[v], confidences[v], (scene.views[v].camera.depth_min, scene.views[v].camera.depth_max)) for v in picks]
             write_image(RESULTS / f"real_{short}_depth.png", montage(panels))
@@ -105,7 +113,7 @@ def main() -> None:
             write_image(RESULTS / f"real_{short}_cloud.png", render_point_cloud(cloud.points, cloud.colors, camera, 2))
             write_point_cloud(out / "fused.ply", cloud.points, cloud.colors)
         print({k: v for k, v in result.items() if k != "silhouette_consistency"})
-        write_result(f"real_{SHORT_NAMES.get(name, name)}", result)
+        write_result(f"real_{SHORT_NAMES.get(name, name)}{args.name_suffix}", result)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ truth: the fraction of valid GT pixels within 1, 2 and 4 mm (missing predictions
 failures) and the MVSNet-style error rates. Writes reconstruct_accuracy.json and a PNG.
 
     .venv/bin/python benchmarks/reconstruct_accuracy.py [--sizes 640x512 1600x1152] [--scenes 3 1]
-        [--num-views 5 11] [--coarse-max-dim 640]
+        [--num-views 5 11] [--coarse-max-dim 640] [--early-views 5]
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def main() -> None:
     parser.add_argument("--num-views", type=int, nargs="+", default=[5, 11],
                         help="reference + sources (5: mvs reconstruct's default; 11: all ten sources of pair.txt)")
     parser.add_argument("--coarse-max-dim", type=int, default=ReconstructConfig().coarse_max_dim,
-                        help="scale cascade's first pass (default off, as mvs reconstruct; 0: off)")
+                        help="scale cascade's first pass (default as mvs reconstruct; 0: off)")
+    parser.add_argument("--early-views", type=int, default=ReconstructConfig().early_views,
+                        help="views of the stages before the last (default as mvs reconstruct)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="reconstruct_accuracy")
     args = parser.parse_args()
@@ -68,7 +70,8 @@ def main() -> None:
                     summary = reconstruct_scene(
                         scene, model, out,
                         ReconstructConfig(max_dim=max(width, height), coarse_max_dim=args.coarse_max_dim or None,
-                                          num_views=num_views, device=args.device, previews=False, fuse=False),
+                                          num_views=num_views, early_views=args.early_views, device=args.device,
+                                          previews=False, fuse=False),
                     )
                     evaluation = evaluate_depth_folder(out, scene)
                     shutil.rmtree(out)
@@ -91,6 +94,7 @@ def main() -> None:
         "scenes_per_size": scenes_per_size,
         "num_views": args.num_views,
         "coarse_max_dim": args.coarse_max_dim or None,
+        "early_views": args.early_views,
         "device": args.device,
         "results": results,  # size -> number of views -> pooled scores and per-scene scores
     })

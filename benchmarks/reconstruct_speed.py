@@ -2,11 +2,11 @@
 
 Runs the depth stage over a few reference views of a synthetic scene in a fresh process
 (so peak RSS is this job's alone) and reports seconds per view (after one warm-up view)
-and peak resident memory; on a GPU also peak GPU memory. ``--coarse-max-dim N`` times the
-scale cascade of ``mvs reconstruct`` (off by default, as there).
+and peak resident memory; on a GPU also peak GPU memory. ``--coarse-max-dim`` and
+``--early-views`` default to ``mvs reconstruct``'s (0 / 0: one scale, no early limit).
 
     .venv/bin/python benchmarks/reconstruct_speed.py [--size 1600x1152] [--views 4] [--num-views 5]
-        [--coarse-max-dim 640] [--device cpu] [--name NAME]
+        [--coarse-max-dim 640] [--early-views 5] [--device cpu] [--name NAME]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=4, help="reference views timed (after 1 warm-up)")
     parser.add_argument("--num-views", type=int, default=5, help="reference + sources (the target's 5)")
     parser.add_argument("--coarse-max-dim", type=int, default=ReconstructConfig().coarse_max_dim)
+    parser.add_argument("--early-views", type=int, default=ReconstructConfig().early_views)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
@@ -58,7 +59,7 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            predict_view(model, scene, ref, sources, width, height, args.device, coarse_size)
+            predict_view(model, scene, ref, sources, width, height, args.device, coarse_size, args.early_views)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i > 0:  # the first view pays for allocation and kernel selection
@@ -67,6 +68,7 @@ def main() -> None:
         "size": [width, height],
         "num_views": args.num_views,
         "coarse_size": coarse_size,
+        "early_views": args.early_views,
         "device": args.device,
         "seconds_per_view": sum(times) / len(times),
         "seconds_per_view_all": times,

@@ -1,8 +1,10 @@
 """Scale cascade: accuracy and time per view of each first-pass size at 1600x1152.
 
-``mvs reconstruct`` runs the whole network at ``--coarse-max-dim`` first and only its
-last stage at the processed size, around that depth upsampled. This benchmark scores each
-first-pass size (and 0: every stage at 1600x1152, the one-scale network) on a held-out
+``mvs reconstruct --coarse-max-dim N`` runs the whole network at N px first; that depth
+guides the last stage at the processed size, after the stages before it ran there with
+``--early-views`` views (0: they are skipped, the last stage alone runs around the first
+pass). This benchmark scores each first-pass size and early-view count (and coarse 0:
+every stage at 1600x1152 with all views, the one-scale network) on a held-out
 synthetic scene (seed never used in training), with 5 and 11 views, over every
 ``--every``-th reference view: fraction of valid GT pixels within 1/2/4 mm, MAE and
 seconds per view (network, resizing included). Also the same fractions over the object
@@ -10,8 +12,8 @@ pixels alone (GT more than 1 mm above the scene's ground plane): a few percent o
 pixels, and what the DTU protocol's completeness measures. Writes scale_cascade.json, a PNG of the
 scores and scale_cascade_errors.png (the first reference view's error maps, per setting).
 
-    .venv/bin/python benchmarks/scale_cascade.py [--size 1600x1152] [--coarse 0 480 640 800]
-        [--num-views 5 11] [--every 4] [--seed 1000000]
+    .venv/bin/python benchmarks/scale_cascade.py [--size 1600x1152] [--coarse 0 640 960]
+        [--early-views 0 5] [--num-views 5 11] [--every 4] [--seed 1000000]
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def main() -> None:
     parser.add_argument("--size", default="1600x1152")
     parser.add_argument("--coarse", type=int, nargs="+", default=[0, 640, 960],
                         help="first-pass longer sides (0: one scale)")
+    parser.add_argument("--early-views", type=int, nargs="+", default=[0, 5],
+                        help="with a first pass: views of the stages before the last (0: skip them)")
     parser.add_argument("--num-views", type=int, nargs="+", default=[5, 11])
     parser.add_argument("--views", type=int, default=49, help="views in the scene")
     parser.add_argument("--every", type=int, default=4, help="score every N-th view as reference")
@@ -65,29 +69,32 @@ def main() -> None:
         plane = np.asarray(json.loads((scene_dir / "scene.json").read_text())["ground_plane"], dtype=np.float64)
         objects = {ref: object_pixels(scene, ref, plane) for ref in references}
         first_image = scene.image(references[0])
+        settings = [(coarse, early) for coarse in args.coarse for early in ([None] if not coarse else args.early_views)]
         for num_views in args.num_views:
-            for coarse in args.coarse:
+            for coarse, early_views in settings:
                 coarse_size = first_pass_size((width, height), (width, height), coarse or None)
                 metrics, object_metrics, seconds = [], [], []
                 for ref in references:
                     sources = scene.source_views(ref, num_views - 1)
                     start = time.perf_counter()
-                    depth, _, _ = predict_view(model, scene, ref, sources, width, height, args.device, coarse_size)
+                    depth, _, _ = predict_view(model, scene, ref, sources, width, height, args.device, coarse_size,
+                                               early_views)
                     seconds.append(time.perf_counter() - start)
                     gt = scene.depth(ref)
                     metrics.append(depth_metrics(depth, gt))
                     object_metrics.append(depth_metrics(np.where(objects[ref], depth, 0), np.where(objects[ref], gt, 0)))
                     if ref == references[0]:
-                        label = (f"{coarse_size[0]}x{coarse_size[1]} first" if coarse_size else "one scale")
+                        label = setting_label(coarse_size, early_views)
                         error_maps.append((f"{label}, {num_views} views", np.where(gt > 0, np.abs(depth - gt), np.nan)))
                 total = DepthMetrics.combine(metrics).to_dict()
                 on_objects = DepthMetrics.combine(object_metrics).to_dict()
-                row = {"coarse_max_dim": coarse or None, "coarse_size": coarse_size, "num_views": num_views,
+                row = {"coarse_max_dim": coarse or None, "coarse_size": coarse_size, "early_views": early_views,
+                       "num_views": num_views,
                        "seconds_per_view": float(np.mean(seconds)), "within": total["within"], "mae": total["mae"],
                        "objects": {"within": on_objects["within"], "mae": on_objects["mae"],
                                    "pixels": on_objects["valid_pixels"]}}
                 rows.append(row)
-                label = f"{coarse_size[0]}x{coarse_size[1]} first" if coarse_size else "one scale"
+                label = setting_label(coarse_size, early_views)
                 print(f"{num_views} views, {label}: within 1/2/4 mm "
                       + " / ".join(f"{100 * total['within'][k]:.1f}%" for k in ("1", "2", "4"))
                       + f", MAE {total['mae']:.2f}; object pixels within 2/4 mm "
@@ -99,6 +106,13 @@ def main() -> None:
         "checkpoint": str(args.checkpoint), "size": [width, height], "seed": args.seed,
         "scene_views": args.views, "references": len(references), "device": args.device, "rows": rows,
     })
+
+
+def setting_label(coarse_size: tuple[int, int] | None, early_views: int | None) -> str:
+    if coarse_size is None:
+        return "one scale"
+    first = f"{coarse_size[0]}x{coarse_size[1]} first"
+    return f"{first}, last stage only" if early_views == 0 else f"{first}, early stages {early_views} views"
 
 
 def object_pixels(scene, view: int, plane: np.ndarray, height_above: float = 1.0) -> np.ndarray:
@@ -119,7 +133,7 @@ def plot(rows: list[dict], width: int, height: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.8 + 1.1 * len(rows), 3.8))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.3 * len(rows), 4.0))
     x = np.arange(len(rows))
     for offset, threshold in ((-0.3, "2"), (-0.1, "4")):
         bars = ax.bar(x + offset, [100 * r["within"][threshold] for r in rows], width=0.2,
@@ -129,14 +143,14 @@ def plot(rows: list[dict], width: int, height: int, path: Path) -> None:
         bars = ax.bar(x + offset, [100 * r["objects"]["within"][threshold] for r in rows], width=0.2,
                       label=f"object pixels within {threshold} mm", hatch="//", alpha=0.8)
         ax.bar_label(bars, fmt="%.0f", fontsize=6)
-    labels = [("one scale" if r["coarse_size"] is None else f"{r['coarse_size'][0]} first")
-              + f"\n{r['num_views']} views\n{r['seconds_per_view']:.1f} s/view" for r in rows]
+    labels = [setting_label(r["coarse_size"], r.get("early_views", 0)).replace(", ", "\n")
+              + f"\n{r['num_views']} views, {r['seconds_per_view']:.1f} s/view" for r in rows]
     ax.set_xticks(x, labels, fontsize=7)
     ax.axhline(85, color="grey", lw=0.8, ls="--")
     ax.axhline(92, color="grey", lw=0.8, ls=":")
     ax.set_ylim(0, 112)
     ax.set_ylabel("% of valid GT pixels")
-    ax.set_title(f"Scale cascade at {width}x{height}: first pass at N px, last stage at full size\n"
+    ax.set_title(f"Scale cascade at {width}x{height}: first pass at N px guiding the full-size last stage\n"
                  "(held-out synthetic scene; targets 85% within 2 mm, 92% within 4 mm)", fontsize=9)
     ax.legend(fontsize=6, loc="upper left", ncol=4)
     fig.tight_layout()

@@ -39,6 +39,7 @@ class BatchConfig:
     max_dim: int | None = _RECONSTRUCT.max_dim
     coarse_max_dim: int | None = _RECONSTRUCT.coarse_max_dim  # scale cascade (see mvs reconstruct)
     num_views: int = _RECONSTRUCT.num_views
+    early_views: int | None = _RECONSTRUCT.early_views  # stages before the last (see mvs reconstruct)
     depth_line: str = "interval"
     previews: bool = True
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -95,7 +96,8 @@ class SceneReconstructor:
             fusion = from_dict(FusionConfig, self.config["fusion"])
             scene = load_scene(scene_dir, self.config["depth_line"])
             config = ReconstructConfig(max_dim=self.config["max_dim"], coarse_max_dim=self.config["coarse_max_dim"],
-                                       num_views=self.config["num_views"], device=self.device,
+                                       num_views=self.config["num_views"], early_views=self.config["early_views"],
+                                       device=self.device,
                                        previews=self.config["previews"], fusion=fusion)
             summary = reconstruct_scene(scene, self.model, out_dir, config, progress=False)
             record.update(status="ok", views=summary["views"], fused_points=summary.get("fused_points"),
@@ -182,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use-gpu", default="auto", help="auto (default), true or false: one GPU per actor")
     parser.add_argument("--max-dim", type=int, default=defaults.max_dim)
     parser.add_argument("--coarse-max-dim", type=int, default=defaults.coarse_max_dim,
-                        help="run the network at this longer side first, its last stage at --max-dim (0: off)")
+                        help="run the network at this longer side first, guiding its last stage at --max-dim (0: off)")
     parser.add_argument("--num-views", type=int, default=defaults.num_views)
+    parser.add_argument("--early-views", type=int, default=defaults.early_views,
+                        help="views of the stages before the last at --max-dim (see mvs reconstruct)")
     parser.add_argument("--depth-line", choices=["interval", "min_max"], default=defaults.depth_line)
     parser.add_argument("--no-previews", action="store_true")
     parser.add_argument("--address", default=None)
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
         config = BatchConfig(checkpoint=resolve_path(args.checkpoint) if args.checkpoint else None,
                              max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None,
-                             num_views=args.num_views, depth_line=args.depth_line,
+                             num_views=args.num_views, early_views=args.early_views, depth_line=args.depth_line,
                              previews=not args.no_previews)
         scenes = find_scenes([resolve_path(s) for s in args.scenes])
         summary = run(scenes, Path(resolve_path(args.out)), config, args.actors, args.cpus_per_actor,

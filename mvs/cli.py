@@ -221,12 +221,12 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the checkpoint shipped with mvs")
     p.add_argument("--max-dim", type=int, default=d.max_dim, help=f"longer image side processed (default {d.max_dim})")
     p.add_argument("--coarse-max-dim", type=int, default=d.coarse_max_dim,
-                   help=f"above this longer side, run the network at it first and only its last stage at "
-                   f"--max-dim (default {d.coarse_max_dim}; 0: all stages at --max-dim)")
-    p.add_argument("--one-scale-views", type=int, default=d.one_scale_views,
-                   help="with --coarse-max-dim: also run every stage at --max-dim with this many views and keep "
-                   "that depth for thin parts the first pass missed (costs both passes)")
+                   help=f"above this longer side, run the network at it first and let that depth guide the last "
+                   f"stage at --max-dim (default {d.coarse_max_dim}; 0: one scale)")
     p.add_argument("--num-views", type=int, default=d.num_views, help=f"reference + sources (default {d.num_views})")
+    p.add_argument("--early-views", type=int, default=d.early_views,
+                   help=f"with the first pass: views of the stages before the last at --max-dim (default "
+                   f"{d.early_views or '--num-views'}; 0: skip them, faster but loses parts too thin for the first pass)")
     p.add_argument("--depth-line", choices=["interval", "min_max"], default="interval")
     p.add_argument("--no-fuse", action="store_true", help="stop after the depth maps")
     p.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
@@ -243,13 +243,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise MVSInputError(f"--num-views must be at least 2 (a reference and a source), got {args.num_views}")
     if args.coarse_max_dim is not None and args.coarse_max_dim < 0:
         raise MVSInputError(f"--coarse-max-dim must be 0 (off) or a size in pixels, got {args.coarse_max_dim}")
-    if args.one_scale_views is not None and (args.one_scale_views < 2 or not args.coarse_max_dim):
-        raise MVSInputError("--one-scale-views needs --coarse-max-dim and at least 2 views, "
-                            f"got {args.one_scale_views}")
+    if args.early_views is not None and args.early_views < 2 and args.early_views != 0:
+        raise MVSInputError(f"--early-views must be 0 or at least 2, got {args.early_views}")
     scene = load_scene(args.scene, args.depth_line)
     model, _ = load_model(args.checkpoint, args.device)
     config = ReconstructConfig(
-        max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None, one_scale_views=args.one_scale_views,
+        max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None, early_views=args.early_views,
         num_views=args.num_views,
         device=args.device, previews=not args.no_previews, fuse=not args.no_fuse, fusion=_fusion_config(args),
     )

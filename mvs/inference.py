@@ -36,17 +36,20 @@ from mvs.visualize import save_depth_preview
 class ReconstructConfig:
     max_dim: int | None = 1600  # longer image side processed (None: full resolution)
     # Scale cascade (None: off). Above this longer side the network first runs on the views
-    # resized to it, and only its last (full-resolution) stage runs at the processed size,
-    # around that depth upsampled. The shipped network was trained on 640x512 images; with 640
-    # at 1600x1152 weakly textured surfaces come out far better and faster, but structures a
-    # few pixels thin at 640 px are lost (benchmarks/results/scale_cascade.json), so it is
-    # not the default.
-    coarse_max_dim: int | None = None
-    # With the scale cascade: also run every stage at the processed size with this many views
-    # (reference + sources; None: not) and keep that depth where a part too thin for the first
-    # pass stands in front of what it saw (see merge_scales). Costs both passes.
-    one_scale_views: int | None = None
-    num_views: int = 5  # reference + sources
+    # resized to it; its depth and confidence, upsampled, guide the last stage at the
+    # processed size (CascadeMVSNet's ``guide``). The shipped network was trained on
+    # 640x512 images: at 1600x1152 its coarse stages see textures 2.5x larger than in
+    # training and put weakly textured surfaces wrong, which the 640 px pass gets right.
+    coarse_max_dim: int | None = 640
+    num_views: int = 11  # reference + sources (pair.txt lists at most 10 sources)
+    # With the scale cascade: views of the stages before the last at the processed size
+    # (None: num_views; more than num_views: num_views). The first pass's guide overrides
+    # most of their depth, so they need fewer views than the last stage; without a first
+    # pass (images no larger than coarse_max_dim) every stage uses num_views (at 640x512,
+    # 5 early views instead of 11 lost 5 points within 2 mm). 0 skips them and runs the last
+    # stage alone around the first pass: faster, but parts too thin for the first pass are
+    # lost (benchmarks/results/scale_cascade.json).
+    early_views: int | None = 5
     device: str = "cpu"
     previews: bool = True
     fuse: bool = True
@@ -55,9 +58,10 @@ class ReconstructConfig:
     def __post_init__(self) -> None:
         if self.coarse_max_dim is not None and self.coarse_max_dim < 32:
             raise ValueError(f"coarse_max_dim must be None (one scale) or at least 32 pixels, got {self.coarse_max_dim}")
-        if self.one_scale_views is not None and (self.one_scale_views < 2 or self.coarse_max_dim is None):
-            raise ValueError(f"one_scale_views needs coarse_max_dim and at least 2 views, got {self.one_scale_views} "
-                             f"with coarse_max_dim {self.coarse_max_dim}")
+        if self.num_views < 2:
+            raise ValueError(f"num_views must be at least 2 (a reference and a source), got {self.num_views}")
+        if self.early_views is not None and self.early_views < 2 and self.early_views != 0:
+            raise ValueError(f"early_views must be None, 0 or at least 2, got {self.early_views}")
 
 
 def first_pass_size(
@@ -102,13 +106,17 @@ def predict_view(
     height: int,
     device: str,
     coarse_size: tuple[int, int] | None = None,
+    early_views: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Depth (H, W), confidence (H, W) and the resized reference image for one view.
 
     With ``coarse_size`` (width, height), smaller than (``width``, ``height``), the whole
-    cascade runs on the views resized to it first; its depth, upsampled, seeds the
-    network's last stage at full size (``initial_depth`` of
-    :class:`mvs.models.cascade.CascadeMVSNet`). The confidence is that last stage's.
+    network runs on the views resized to it first; its depth and confidence, upsampled,
+    guide the last stage at full size (``guide`` of
+    :class:`mvs.models.cascade.CascadeMVSNet`), the stages before it using the first
+    ``early_views`` views (capped at the views given; None: all), or with ``early_views=0``
+    seed the last stage alone (``initial_depth``). Without a first pass every stage uses
+    every view. The confidence is the last stage's.
     """
     view_ids = [reference] + sources
     images, K, E, ref_image = prepare_views(scene, view_ids, width, height, device)
@@ -117,55 +125,24 @@ def predict_view(
     depth_max = torch.tensor([camera.depth_max], device=device)
     use_amp = str(device).startswith("cuda")
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-        initial_depth = None
+        options = {}
         if coarse_size is not None and coarse_size[0] < width:
+            early = None if early_views is None else min(early_views, len(view_ids))
             coarse_images, coarse_K, coarse_E, _ = prepare_views(scene, view_ids, *coarse_size, device)
-            coarse = model(coarse_images, coarse_K, coarse_E, depth_min, depth_max)["depth"].float()  # (1, h, w)
-            initial_depth = F.interpolate(
-                coarse[:, None], size=(height, width), mode="bilinear", align_corners=False
-            )[:, 0]  # (1, H, W)
-        out = model(images, K, E, depth_min, depth_max, initial_depth=initial_depth)
+            coarse = model(coarse_images, coarse_K, coarse_E, depth_min, depth_max)
+            coarse_depth, coarse_confidence = (
+                F.interpolate(coarse[key].float()[:, None], size=(height, width), mode="bilinear",
+                              align_corners=False)[:, 0]
+                for key in ("depth", "confidence")
+            )  # (1, H, W) each
+            if early == 0:
+                options = {"initial_depth": coarse_depth}
+            else:
+                options = {"guide": (coarse_depth, coarse_confidence), "early_views": early}
+        out = model(images, K, E, depth_min, depth_max, **options)
     depth = out["depth"][0].float().cpu().numpy()
     confidence = out["confidence"][0].float().cpu().numpy()
     return depth, confidence, ref_image
-
-
-def merge_scales(
-    one_scale: tuple[np.ndarray, np.ndarray],
-    cascade: tuple[np.ndarray, np.ndarray],
-    margin: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per pixel, the scale cascade's depth, except where the one-scale depth is more
-    confident and more than ``margin`` nearer the camera.
-
-    The first pass of the cascade misses parts a few pixels thin at its size, and its last
-    stage only searches ``margin`` around what that pass saw; such a part stands in front
-    of it, where the one-scale network (which gets it) answers nearer. Elsewhere the
-    cascade is the better of the two (it puts weakly textured surfaces right). On the
-    held-out synthetic scene at 1600x1200 this rule kept the thin ring and fused to a
-    better cloud than either pass (README, Measured results).
-
-    Args:
-        one_scale, cascade: (depth (H, W), confidence (H, W)) of the two passes.
-        margin: scene units; half the width of the cascade's last hypothesis window.
-
-    Returns:
-        depth (H, W), confidence (H, W) of the chosen pass, and (H, W) bool, True where the
-        one-scale pass was chosen.
-    """
-    (one_depth, one_confidence), (cascade_depth, cascade_confidence) = one_scale, cascade
-    pick = (one_confidence > cascade_confidence) & (one_depth < cascade_depth - margin)
-    return (np.where(pick, one_depth, cascade_depth).astype(np.float32),
-            np.where(pick, one_confidence, cascade_confidence).astype(np.float32), pick)
-
-
-def last_window_margin(model: torch.nn.Module, depth_min: float, depth_max: float) -> float:
-    """Half the width of the last stage's hypothesis window, in depth units. (With
-    inverse-depth sampling the window is uniform in inverse depth; this figure, computed
-    as for depth sampling, is then only its rough scale.)"""
-    config = model.config
-    interval = (depth_max - depth_min) / (config.hypotheses[0] * config.interval_ratios[0])
-    return 0.5 * config.hypotheses[-1] * interval * config.interval_ratios[-1]
 
 
 @dataclass
@@ -217,17 +194,8 @@ class SceneReconstruction:
             sources = self.scene.source_views(reference, self.config.num_views - 1)
             depth, confidence, image = predict_view(
                 self.model, self.scene, reference, sources, self.width, self.height, self.config.device,
-                self.coarse_size,
+                self.coarse_size, self.config.early_views,
             )
-            if self.coarse_size is not None and self.config.one_scale_views is not None:
-                one_scale = predict_view(
-                    self.model, self.scene, reference,
-                    self.scene.source_views(reference, self.config.one_scale_views - 1),
-                    self.width, self.height, self.config.device,
-                )
-                camera = self.scene.views[reference].camera
-                margin = last_window_margin(self.model, camera.depth_min, camera.depth_max)
-                depth, confidence, _ = merge_scales(one_scale[:2], (depth, confidence), margin)
             self.depths[reference], self.confidences[reference] = depth, confidence
             yield ViewDepth(reference, sources, depth, confidence, image, time.perf_counter() - tick)
 

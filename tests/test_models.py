@@ -29,6 +29,7 @@ from mvs.models import (
     scale_intrinsics,
     window_confidence,
 )
+from mvs.models.hypotheses import from_param, to_param
 from mvs.parallel import run_bands
 from mvs.warping import warp_features, warp_source_to_reference
 from tests.conftest import random_camera
@@ -570,6 +571,90 @@ def test_initial_depth_centres_the_last_stage_on_it_at_any_size():
     assert ((out["depth"] >= hypotheses[:, 0] - 1e-3) & (out["depth"] <= hypotheses[:, -1] + 1e-3)).all()
     with pytest.raises(ValueError, match="initial_depth"):
         model(images, K, E, dmin, dmax, initial_depth=seed[:, :-1])
+
+
+def test_confident_guide_everywhere_equals_initial_depth():
+    """A guide more confident than any stage can be is followed everywhere: the last stage
+    is the one ``initial_depth`` runs, at odd sizes too."""
+    torch.manual_seed(0)
+    model = CascadeMVSNet(tiny_config()).eval()
+    images, K, E, dmin, dmax = small_rig(2, 3, 37, 53)
+    guide_depth = torch.linspace(500.0, 800.0, 53).expand(2, 37, 53).clone()
+    with torch.inference_mode():
+        guided = model(images, K, E, dmin, dmax, guide=(guide_depth, torch.ones(2, 37, 53)))
+        seeded = model(images, K, E, dmin, dmax, initial_depth=guide_depth)
+    assert len(guided["stages"]) == 3 and guided["guided"].shape == (2, 37, 53) and guided["guided"].all()
+    torch.testing.assert_close(guided["depth"], seeded["depth"])
+    torch.testing.assert_close(guided["confidence"], seeded["confidence"])
+
+
+def test_guide_gives_way_where_the_previous_stage_is_confidently_nearer():
+    """Where the guide says 'far' with no confidence, the middle stage's (nearer) depth
+    seeds the last stage: the full cascade's result, pixel for pixel."""
+    torch.manual_seed(0)
+    model = CascadeMVSNet(tiny_config()).eval()
+    inputs = small_rig(2, 3, 48, 64)
+    far = inputs[4][:, None, None].expand(2, 48, 64).clone()  # depth_max everywhere
+    with torch.inference_mode():
+        full = model(*inputs)
+        guided = model(*inputs, guide=(far, torch.zeros(2, 48, 64)))
+    config = model.config
+    window = config.hypotheses[-1] * (inputs[4] - inputs[3]) / (config.hypotheses[0] * config.interval_ratios[0])
+    middle = F.interpolate(full["stages"][1]["depth"][:, None], size=(48, 64), mode="bilinear", align_corners=False)[:, 0]
+    expected = middle < far - window[:, None, None]
+    assert expected.float().mean() > 0.5  # the test says something
+    assert torch.equal(~guided["guided"], expected)
+    torch.testing.assert_close(guided["depth"][expected], full["depth"][expected])
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_guided_seed_rule_in_the_sampling_parameter(inverse):
+    """Previous stage kept only where more confident and nearer by more than the last
+    stage's window, measured in the sampling parameter (inverse depth too)."""
+    model = CascadeMVSNet(tiny_config(inverse_depth=inverse))
+    config = model.config
+    dmin, dmax = torch.tensor([400.0]), torch.tensor([900.0])
+    first = base_interval(dmin, dmax, config.hypotheses[0], config.interval_ratios[0], inverse)
+    window = float(config.hypotheses[-1] * config.interval_ratios[-1] * first)
+
+    def depth_nearer_by(windows: float) -> float:
+        guide_param = float(to_param(torch.tensor(700.0), inverse))
+        return float(from_param(torch.tensor(guide_param - windows * window), inverse))
+
+    guide = (torch.full((1, 16, 16), 700.0), torch.full((1, 16, 16), 0.5))
+    previous = torch.full((1, 16, 16), 700.0)
+    confidence = torch.full((1, 16, 16), 0.9)
+    previous[0, :8] = depth_nearer_by(1.2)  # rows 0-7: nearer by 1.2 windows
+    previous[0, 8:] = depth_nearer_by(0.8)  # rows 8-15: nearer, but by less than a window
+    confidence[0, :, 8:] = 0.1  # columns 8-15: less confident than the guide
+    seed, from_guide = model._guided_seed(guide, previous, confidence, first, 16, 16)
+    chosen = torch.zeros(16, 16, dtype=torch.bool)
+    chosen[:8, :8] = True
+    assert torch.equal(~from_guide[0], chosen)
+    torch.testing.assert_close(seed[0][chosen], previous[0][chosen])
+    assert (seed[0][~chosen] == 700.0).all()
+
+
+def test_early_views_limit_the_stages_before_the_last():
+    torch.manual_seed(0)
+    model = CascadeMVSNet(tiny_config()).eval()
+    images, K, E, dmin, dmax = small_rig(1, 4, 48, 64)
+    with torch.inference_mode():
+        all_views = model(images, K, E, dmin, dmax)
+        same = model(images, K, E, dmin, dmax, early_views=4)
+        early2 = model(images, K, E, dmin, dmax, early_views=2)
+        two_views = model(images[:, :2], K[:, :2], E[:, :2], dmin, dmax)
+    torch.testing.assert_close(same["depth"], all_views["depth"])
+    for k in (0, 1):  # the coarse stages see the first two views only
+        torch.testing.assert_close(early2["stages"][k]["depth"], two_views["stages"][k]["depth"])
+    assert not torch.allclose(early2["depth"], two_views["depth"])  # the last one sees all four
+    with pytest.raises(ValueError, match="early_views"):
+        model(images, K, E, dmin, dmax, early_views=5)
+    with pytest.raises(ValueError, match="guide must be"):
+        model(images, K, E, dmin, dmax, guide=(torch.ones(1, 48, 64), torch.ones(1, 48, 63)))
+    with pytest.raises(ValueError, match="not both"):
+        model(images, K, E, dmin, dmax, initial_depth=torch.ones(1, 48, 64) * 600,
+              guide=(torch.ones(1, 48, 64), torch.ones(1, 48, 64)))
 
 
 def test_network_training_mode_and_gradients():

@@ -55,34 +55,38 @@ def test_reconstruct_held_out_scene_with_default_checkpoint(held_out_scene, tmp_
     assert depth.shape == (256, 320)
 
 
-def test_scale_cascade_seeds_the_full_size_stage_with_a_coarse_pass(held_out_scene, tmp_path):
-    """--coarse-max-dim below the processed size: the network runs at 160x128 first and only
-    its last stage at 320x256; the depth maps are at the processed size and within the
+def test_scale_cascade_guides_the_full_size_stages_with_a_coarse_pass(held_out_scene, tmp_path):
+    """--coarse-max-dim below the processed size: the network runs at 160x128 first, then
+    at 320x256 (the stages before the last with --early-views views) with the last stage
+    guided by the first pass; the depth maps are at the processed size and within the
     bounds of the one-scale run above."""
     out = tmp_path / "recon"
     assert mvs_main(["reconstruct", str(held_out_scene), "--out", str(out), "--no-previews", "--no-fuse",
-                     "--max-dim", "320", "--coarse-max-dim", "160"]) == 0
+                     "--max-dim", "320", "--coarse-max-dim", "160", "--early-views", "3"]) == 0
     summary = json.loads((out / "reconstruction.json").read_text())
     assert summary["processed_size"] == [320, 256] and summary["coarse_size"] == [160, 128]
+    assert summary["config"]["early_views"] == 3
     assert read_pfm(out / "depths" / "00000000.pfm").shape == (256, 320)
-    # Measured: MAE 68 mm, 34% within 2 mm, 40% within 4 mm (160 px is far below the
-    # scale the network was trained at; the test checks the mechanism, not the setting).
+    # 160 px is far below the scale the network was trained at; the test checks the
+    # mechanism, not the setting.
     assert_trained_accuracy(out, held_out_scene)
 
 
-def test_one_scale_views_merge_a_one_scale_pass_into_the_cascade(held_out_scene, tmp_path):
+def test_scale_cascade_with_the_last_stage_alone(held_out_scene, tmp_path):
     out = tmp_path / "recon"
     assert mvs_main(["reconstruct", str(held_out_scene), "--out", str(out), "--no-previews", "--no-fuse",
-                     "--max-dim", "320", "--coarse-max-dim", "160", "--one-scale-views", "3"]) == 0
+                     "--max-dim", "320", "--coarse-max-dim", "160", "--early-views", "0"]) == 0
     summary = json.loads((out / "reconstruction.json").read_text())
-    assert summary["config"]["one_scale_views"] == 3 and summary["coarse_size"] == [160, 128]
+    assert summary["config"]["early_views"] == 0 and summary["coarse_size"] == [160, 128]
     assert read_pfm(out / "depths" / "00000000.pfm").shape == (256, 320)
+    # Measured: MAE 68 mm, 34% within 2 mm, 40% within 4 mm.
     assert_trained_accuracy(out, held_out_scene)
 
-def test_one_scale_views_without_the_cascade_is_refused(held_out_scene, tmp_path, capsys):
-    code = mvs_main(["reconstruct", str(held_out_scene), "--out", str(tmp_path / "x"), "--one-scale-views", "3"])
+
+def test_one_early_view_is_refused(held_out_scene, tmp_path, capsys):
+    code = mvs_main(["reconstruct", str(held_out_scene), "--out", str(tmp_path / "x"), "--early-views", "1"])
     assert code == 2
-    assert "--one-scale-views needs --coarse-max-dim" in capsys.readouterr().err
+    assert "--early-views must be 0 or at least 2" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
