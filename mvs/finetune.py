@@ -44,6 +44,7 @@ from mvs.config import load_config, save_config, to_dict
 from mvs.data.dataset import fit_size, resize_view
 from mvs.data.scene import Scene, load_scene
 from mvs.errors import MVSInputError
+from mvs.inference import ReconstructConfig
 from mvs.models import CascadeMVSNet
 from mvs.models.self_supervised_loss import SelfSupervisedConfig, self_supervised_loss
 
@@ -84,8 +85,8 @@ class FinetuneConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    num_views: int = 5
-    source_pool: int = 4
+    num_views: int = ReconstructConfig().num_views
+    source_pool: int = ReconstructConfig().num_views - 1
     max_dim: int | None = 640
     crop: tuple[int, int] | None = (320, 256)
     eval_views: int = 6

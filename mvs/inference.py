@@ -40,8 +40,11 @@ class ReconstructConfig:
     # processed size (CascadeMVSNet's ``guide``). The shipped network was trained on
     # 640x512 images: at 1600x1152 its coarse stages see textures 2.5x larger than in
     # training and put weakly textured surfaces wrong, which the 640 px pass gets right.
-    coarse_max_dim: int | None = 640
-    num_views: int = 11  # reference + sources (pair.txt lists at most 10 sources)
+    # Off by default: with it and 11 views the held-out synthetic scene's depth maps and
+    # cloud improve, but real DTU scan 24's fused cloud gets less silhouette-consistent,
+    # and 11 views cost the sparse Middlebury ring half its points (README, Measured results).
+    coarse_max_dim: int | None = None
+    num_views: int = 5  # reference + sources (pair.txt lists at most 10 sources)
     # With the scale cascade: views of the stages before the last at the processed size
     # (None: num_views; more than num_views: num_views). The first pass's guide overrides
     # most of their depth, so they need fewer views than the last stage; without a first
