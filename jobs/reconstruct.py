@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.num_views < 2:
             raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
+        if args.early_views is not None and args.early_views < 2 and args.early_views != 0:
+            raise ValueError(f"--early-views must be 0 or at least 2, got {args.early_views}")
         config = BatchConfig(checkpoint=resolve_path(args.checkpoint) if args.checkpoint else None,
                              max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None,
                              num_views=args.num_views, early_views=args.early_views, depth_line=args.depth_line,

@@ -237,3 +237,13 @@ def test_batch_reconstruction_reports_a_bad_scene_and_finishes_the_others(ray_dr
         assert len(points) == by_name[name]["fused_points"]
     written = json.loads((tmp_path / "out" / "batch_summary.json").read_text())
     assert written["failed"] == 1 and len(written["results"]) == 3
+
+
+def test_batch_reconstruct_refuses_bad_view_counts_before_starting_ray(tmp_path, capsys):
+    from jobs.reconstruct import main as batch_main
+
+    assert batch_main([str(tmp_path), "--out", str(tmp_path / "out"), "--num-views", "1"]) == 2
+    assert "--num-views must be at least 2" in capsys.readouterr().err
+    assert batch_main([str(tmp_path), "--out", str(tmp_path / "out"), "--early-views", "1"]) == 2
+    assert "--early-views must be 0 or at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
