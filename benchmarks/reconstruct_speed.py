@@ -3,7 +3,8 @@
 Runs the depth stage over a few reference views of a synthetic scene in a fresh process
 (so peak RSS is this job's alone) and reports seconds per view (after one warm-up view)
 and peak resident memory; on a GPU also peak GPU memory. ``--coarse-max-dim`` and
-``--early-views`` default to ``mvs reconstruct``'s (0 / 0: one scale, no early limit).
+``--early-views`` default to ``mvs reconstruct``'s (the guided scale cascade from 640 px,
+5 early views; ``--coarse-max-dim 0``: one scale).
 
     .venv/bin/python benchmarks/reconstruct_speed.py [--size 1600x1152] [--views 4] [--num-views 5]
         [--coarse-max-dim 640] [--early-views 5] [--device cpu] [--name NAME]
