@@ -226,13 +226,7 @@ class CascadeMVSNet(nn.Module):
             )
 
         depth, confidence = stages[-1]["depth"], stages[-1]["confidence"]
-        if config.stage_strides[-1] != 1:
-            depth, confidence = (
-                F.interpolate(
-                    x[:, None], size=(height, width), mode="bilinear", align_corners=False
-                )[:, 0]
-                for x in (depth, confidence)
-            )
+        depth, confidence = _resize(depth, height, width), _resize(confidence, height, width)
         out = {"depth": depth, "confidence": confidence, "stages": stages}
         if guided is not None:
             out["guided"] = _resize(guided.float(), padded_h, padded_w)[:, :height, :width] > 0.5
