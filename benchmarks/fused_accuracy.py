@@ -13,10 +13,12 @@ the 0.2 mm thinning and the gaps fusion leaves). ``--no-floor`` skips it.
 
     .venv/bin/python benchmarks/fused_accuracy.py [--sizes 640x512 1600x1200] [--keep DIR]
         [--num-views N] [--coarse-max-dim N] [--early-views N] [--confidence-threshold C]
+        [--min-consistent-views N] [--seed S]
         [--no-floor] [--name NAME]
 
 The options change the reconstruction and the fusion bar from ``mvs reconstruct``'s
-defaults; ``--name`` keeps such runs in their own files.
+defaults; ``--seed`` scores another held-out scene; ``--name`` keeps such runs in their
+own files.
 
 At 1600x1200 with 49 views this took 15 min (plus 3 for the exact depth maps) with one
 thread on 2 CPU cores; 640x512 takes about 2 min.
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-views", type=int, default=DemoConfig.early_views,
                         help="views of the stages before the last, as mvs reconstruct")
     parser.add_argument("--confidence-threshold", type=float, default=FusionConfig().confidence_threshold)
+    parser.add_argument("--min-consistent-views", type=int, default=FusionConfig().min_consistent_views)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--keep", type=Path, default=None, help="keep each run's outputs under this folder")
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             config = DemoConfig(views=args.views, width=width, height=height, seed=args.seed,
                                 num_views=args.num_views, coarse_max_dim=args.coarse_max_dim or None,
                                 early_views=args.early_views,
-                                fusion=FusionConfig(confidence_threshold=args.confidence_threshold),
+                                fusion=FusionConfig(confidence_threshold=args.confidence_threshold,
+                                                   min_consistent_views=args.min_consistent_views),
                                 checkpoint=args.checkpoint, device=args.device)
             report = run_demo(config, base / size, progress=True)
             picture = RESULTS / f"{args.name}_{size}.png"
