@@ -15,7 +15,7 @@ machine are only as good as the machine is idle: the report includes the CPU tim
 processes used during each run (from /proc/stat), so a contended run can be recognised.
 
     .venv/bin/python benchmarks/model_speed.py [--repeats 3] [--sizes 640x512 1600x1152]
-        [--hypotheses 48 32 8] [--device cuda] [--output PATH]
+        [--hypotheses 48 32 8] [--device cuda] [--fp32] [--output PATH]
 """
 
 from __future__ import annotations
@@ -70,11 +70,18 @@ def make_inputs(width: int, height: int, views: int = NUM_VIEWS, seed: int = 0):
 
 
 def measure(
-    width: int, height: int, repeats: int, device: str = "cpu", hypotheses: tuple | None = None
+    width: int,
+    height: int,
+    repeats: int,
+    device: str = "cpu",
+    hypotheses: tuple | None = None,
+    mixed_precision: bool = True,
 ) -> dict:
     """Run in a fresh process: time the forward pass at one size.
 
-    On CUDA the pass runs under ``torch.autocast(dtype=torch.float16)``.
+    On CUDA the pass runs under ``torch.autocast(dtype=torch.float16)`` unless
+    ``mixed_precision`` is False (float32, as ``mvs reconstruct --fp32``); on the CPU it
+    always runs in float32.
     """
     import contextlib
 
@@ -87,7 +94,8 @@ def measure(
     model = CascadeMVSNet(config).eval().to(device)
     inputs = [t.to(device) for t in make_inputs(width, height)]
     cuda = device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
+    float16 = cuda and mixed_precision
+    autocast = torch.autocast("cuda", dtype=torch.float16) if float16 else contextlib.nullcontext()
     times, other_cpu = [], []
     with torch.inference_mode(), autocast:
         model(*inputs)  # warm-up (allocator, oneDNN primitive cache / cuDNN autotune)
@@ -120,6 +128,7 @@ def measure(
         if cuda
         else None,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "precision": "float16-autocast" if float16 else "float32",
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -144,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["640x512", "1600x1152"])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (autocast float16)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (autocast float16 unless --fp32)")
+    parser.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of float16 mixed precision")
     parser.add_argument(
         "--hypotheses", type=int, nargs="+", help="override ModelConfig.hypotheses (e.g. 48 32 8)"
     )
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args._child:  # one size, in its own process
         width, height, repeats = (int(v) for v in args._child)
         hypotheses = tuple(args.hypotheses) if args.hypotheses else None
-        print(json.dumps(measure(width, height, repeats, args.device, hypotheses)))
+        print(json.dumps(measure(width, height, repeats, args.device, hypotheses, mixed_precision=not args.fp32)))
         return 0
 
     import torch
@@ -166,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         child = subprocess.run(
             [sys.executable, __file__, "--device", args.device]
             + (["--hypotheses", *map(str, args.hypotheses)] if args.hypotheses else [])
+            + (["--fp32"] if args.fp32 else [])
             + ["--_child", str(width), str(height), str(args.repeats)],
             capture_output=True,
             text=True,

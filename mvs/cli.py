@@ -230,6 +230,7 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth-line", choices=["interval", "min_max"], default="interval")
     p.add_argument("--no-fuse", action="store_true", help="stop after the depth maps")
     p.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
+    p.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of float16 mixed precision")
     _add_fusion_options(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -249,7 +250,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     model, _ = load_model(args.checkpoint, args.device)
     config = ReconstructConfig(
         max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None, early_views=args.early_views,
-        num_views=args.num_views,
+        num_views=args.num_views, mixed_precision=not args.fp32,
         device=args.device, previews=not args.no_previews, fuse=not args.no_fuse, fusion=_fusion_config(args),
     )
     summary = reconstruct_scene(scene, model, args.out, config)

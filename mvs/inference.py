@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import resource
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +59,7 @@ class ReconstructConfig:
     # lost (benchmarks/results/scale_cascade.json).
     early_views: int | None = 5
     device: str = "cpu"
+    mixed_precision: bool = True  # on CUDA, float16 autocast (False: float32); ignored on CPU
     previews: bool = True
     fuse: bool = True
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -84,18 +88,62 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def prepare_views(scene: Scene, view_ids: list[int], width: int, height: int, device: str):
+class ResizedImages:
+    """The scene's images resized for the network, keeping the most recently used ones.
+
+    Each image is a source of several reference views, and the scale cascade reads it at
+    two sizes; decoding a 1600x1200 JPEG and resizing it again every time cost more than
+    the network's forward pass on a GPU. At most ``capacity`` resized images are kept
+    (24 at 1600x1200 are about 140 MB).
+    """
+
+    def __init__(self, scene: Scene, capacity: int = 24):
+        self.scene = scene
+        self.capacity = capacity
+        self._cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._worker: ThreadPoolExecutor | None = None
+
+    def get(self, view_id: int, width: int, height: int) -> np.ndarray:
+        """(height, width, 3) uint8 RGB of ``view_id``, area-resized."""
+        key = (view_id, width, height)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        image, _, _ = resize_view(self.scene.image(view_id), self.scene.views[view_id].camera, width, height)
+        with self._lock:
+            self._cache[key] = image
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return image
+
+    def prefetch(self, view_ids: list[int], sizes: list[tuple[int, int]]) -> Future:
+        """Load ``view_ids`` at each (width, height) of ``sizes`` in a background thread.
+
+        On a GPU this hides the next view's image decoding behind the current view's
+        network pass (OpenCV releases the GIL while it decodes and resizes). Views already
+        cached stay cached; the returned future only reports errors.
+        """
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvs-images")
+        return self._worker.submit(lambda: [self.get(v, w, h) for w, h in sizes for v in view_ids])
+
+
+def prepare_views(scene: Scene, view_ids: list[int], width: int, height: int, device: str,
+                  images_cache: ResizedImages | None = None):
     """Images and cameras of ``view_ids`` resized to ``width`` x ``height``, as a batch of one.
+
+    Args:
+        images_cache: where to take (and keep) the resized images; None reads them afresh.
 
     Returns:
         images (1, V, 3, H, W) in [0, 1], intrinsics (1, V, 3, 3), extrinsics (1, V, 4, 4),
         and the resized reference image (H, W, 3) uint8.
     """
-    images, cameras = [], []
-    for vid in view_ids:
-        image, camera, _ = resize_view(scene.image(vid), scene.views[vid].camera, width, height)
-        images.append(image)
-        cameras.append(camera)
+    images_cache = images_cache or ResizedImages(scene, capacity=0)
+    images = [images_cache.get(vid, width, height) for vid in view_ids]
+    cameras = [scene.views[vid].camera.resized(width, height) for vid in view_ids]
     batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div(255.0)
     K, E = stack_cameras(cameras, device)
     return batch[None], K[None], E[None], images[0]
@@ -112,6 +160,8 @@ def predict_view(
     device: str,
     coarse_size: tuple[int, int] | None = None,
     early_views: int | None = None,
+    mixed_precision: bool = True,
+    images_cache: ResizedImages | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Depth (H, W), confidence (H, W) and the resized reference image for one view.
 
@@ -122,18 +172,25 @@ def predict_view(
     ``early_views`` views (capped at the views given; None: all), or with ``early_views=0``
     seed the last stage alone (``initial_depth``). Without a first pass every stage uses
     every view. The confidence is the last stage's.
+
+    On CUDA the network runs under float16 autocast unless ``mixed_precision`` is False
+    (float32 throughout: slower, for checking what half precision costs in accuracy). On
+    the CPU it always runs in float32 and ``mixed_precision`` is ignored.
+
+    ``images_cache`` (one per scene, shared by its views) spares decoding and resizing an
+    image again for each view it is a source of.
     """
     view_ids = [reference] + sources
-    images, K, E, ref_image = prepare_views(scene, view_ids, width, height, device)
+    images, K, E, ref_image = prepare_views(scene, view_ids, width, height, device, images_cache)
     camera = scene.views[reference].camera
     depth_min = torch.tensor([camera.depth_min], device=device)
     depth_max = torch.tensor([camera.depth_max], device=device)
-    use_amp = str(device).startswith("cuda")
+    use_amp = mixed_precision and str(device).startswith("cuda")
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
         options = {}
         if coarse_size is not None and coarse_size[0] < width:
             early = None if early_views is None else min(early_views, len(view_ids))
-            coarse_images, coarse_K, coarse_E, _ = prepare_views(scene, view_ids, *coarse_size, device)
+            coarse_images, coarse_K, coarse_E, _ = prepare_views(scene, view_ids, *coarse_size, device, images_cache)
             coarse = model(coarse_images, coarse_K, coarse_E, depth_min, depth_max)
             coarse_depth, coarse_confidence = (
                 F.interpolate(coarse[key].float()[:, None], size=(height, width), mode="bilinear",
@@ -191,15 +248,24 @@ class SceneReconstruction:
             raise MVSInputError("no view has source views in pair.txt; nothing to reconstruct", scene.root / "pair.txt")
         self.depths: dict[int, np.ndarray] = {}
         self.confidences: dict[int, np.ndarray] = {}
+        # Room for the view in hand and the next one (prefetched on a GPU) at both sizes.
+        sizes = 2 if self.coarse_size else 1
+        self.images = ResizedImages(scene, capacity=max(24, 3 * self.config.num_views * sizes))
 
     def depth_maps(self) -> Iterator[ViewDepth]:
         """Run the network on every reference view in turn, yielding each result as it is done."""
-        for reference in self.references:
+        sizes = [(self.width, self.height)] + ([self.coarse_size] if self.coarse_size else [])
+        prefetch = str(self.config.device).startswith("cuda")  # on the CPU it would compete with the network
+        for index, reference in enumerate(self.references):
             tick = time.perf_counter()
             sources = self.scene.source_views(reference, self.config.num_views - 1)
+            if prefetch and index + 1 < len(self.references):
+                following = self.references[index + 1]
+                self.images.prefetch([following] + self.scene.source_views(following, self.config.num_views - 1),
+                                     sizes)
             depth, confidence, image = predict_view(
                 self.model, self.scene, reference, sources, self.width, self.height, self.config.device,
-                self.coarse_size, self.config.early_views,
+                self.coarse_size, self.config.early_views, self.config.mixed_precision, self.images,
             )
             self.depths[reference], self.confidences[reference] = depth, confidence
             yield ViewDepth(reference, sources, depth, confidence, image, time.perf_counter() - tick)

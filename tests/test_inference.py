@@ -1,8 +1,20 @@
-"""mvs.inference settings: the scale cascade's configuration and first-pass size."""
+"""mvs.inference settings: the scale cascade's configuration and first-pass size, and the
+precision switch (float16 autocast or float32 on CUDA; no effect on the CPU), and the
+cache of resized images shared by the views of a scene."""
 
+import json
+
+import numpy as np
 import pytest
 
-from mvs.inference import ReconstructConfig, first_pass_size
+from mvs.checkpoint import load_model
+from mvs.cli import build_parser
+from mvs.cli import main as mvs_main
+from mvs.data.dataset import resize_view
+from mvs.data.scene import load_scene
+from mvs.inference import ReconstructConfig, ResizedImages, first_pass_size, predict_view
+from mvs.io import read_pfm
+from tests.conftest import make_plane_scene
 
 
 def test_config_refuses_too_few_views_and_a_tiny_first_pass():
@@ -22,3 +34,64 @@ def test_first_pass_size_only_when_it_shrinks_the_processed_images():
     assert first_pass_size((1600, 1200), (800, 600), 640) == (640, 480)  # from the original size
     assert first_pass_size((1600, 1200), (640, 480), 640) is None  # nothing to gain
     assert first_pass_size((1600, 1200), (1600, 1200), None) is None
+
+
+def test_mixed_precision_is_ignored_on_the_cpu(tmp_path):
+    make_plane_scene(tmp_path / "scene", views=3)
+    scene = load_scene(tmp_path / "scene")
+    model, _ = load_model()
+    width, height = scene.image_size
+    mixed, full = (predict_view(model, scene, 0, [1, 2], width, height, "cpu", mixed_precision=mixed_precision)
+                   for mixed_precision in (True, False))
+    for a, b in zip(mixed, full, strict=True):  # depth, confidence, image
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reconstruct_fp32_flag_turns_mixed_precision_off(tmp_path):
+    assert ReconstructConfig().mixed_precision  # float16 autocast on CUDA by default
+    scene = tmp_path / "scene"
+    make_plane_scene(scene, views=3)
+    assert build_parser().parse_args(["reconstruct", str(scene), "--out", str(tmp_path), "--fp32"]).fp32
+    maps = {}
+    for fp32 in (False, True):
+        out = tmp_path / f"fp32_{fp32}"
+        assert mvs_main(["reconstruct", str(scene), "--out", str(out), "--num-views", "3", "--no-fuse", "--no-previews"]
+                        + (["--fp32"] if fp32 else [])) == 0
+        summary = json.loads((out / "reconstruction.json").read_text())
+        assert summary["config"]["mixed_precision"] is (not fp32)
+        maps[fp32] = [read_pfm(out / sub / f"{view:08d}.pfm") for sub in ("depths", "confidence") for view in range(3)]
+    for a, b in zip(maps[False], maps[True], strict=True):  # on the CPU the flag changes nothing
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resized_images_match_a_fresh_resize_and_keep_only_the_most_recent(tmp_path, monkeypatch):
+    make_plane_scene(tmp_path / "scene", views=4)
+    scene = load_scene(tmp_path / "scene")
+    reads = []
+    original = type(scene).image
+    monkeypatch.setattr(type(scene), "image", lambda self, v: reads.append(v) or original(self, v))
+    cache = ResizedImages(scene, capacity=2)
+    small = cache.get(0, 40, 32)
+    expected, _, _ = resize_view(original(scene, 0), scene.views[0].camera, 40, 32)
+    np.testing.assert_array_equal(small, expected)
+    assert cache.get(0, 40, 32) is small and reads == [0]  # a hit decodes nothing
+    cache.get(0, 20, 16)  # another size is another entry
+    cache.get(1, 40, 32)  # evicts the least recently used: (0, 40, 32)
+    assert reads == [0, 0, 1]
+    cache.get(0, 20, 16)
+    assert reads == [0, 0, 1]
+    cache.get(0, 40, 32)
+    assert reads == [0, 0, 1, 0]
+
+
+def test_predict_view_gives_the_same_maps_with_and_without_the_cache(tmp_path):
+    make_plane_scene(tmp_path / "scene", views=3)
+    scene = load_scene(tmp_path / "scene")
+    model, _ = load_model()
+    width, height = scene.image_size
+    fresh = predict_view(model, scene, 0, [1, 2], width, height, "cpu")
+    cache = ResizedImages(scene)
+    for _ in range(2):  # the second call reads every image from the cache
+        cached = predict_view(model, scene, 0, [1, 2], width, height, "cpu", images_cache=cache)
+        for a, b in zip(fresh, cached, strict=True):
+            np.testing.assert_array_equal(a, b)
