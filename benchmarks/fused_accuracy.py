@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"scale cascade's first pass, as mvs reconstruct (default {DemoConfig.coarse_max_dim}; 0: off)")
     parser.add_argument("--early-views", type=int, default=DemoConfig.early_views,
                         help="views of the stages before the last, as mvs reconstruct")
+    parser.add_argument("--coarse-views", type=int, default=DemoConfig.coarse_views,
+                        help="views of the first pass, as mvs reconstruct")
     parser.add_argument("--confidence-threshold", type=float, default=FusionConfig().confidence_threshold)
     parser.add_argument("--min-consistent-views", type=int, default=FusionConfig().min_consistent_views)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"=== {size} ===", flush=True)
             config = DemoConfig(views=args.views, width=width, height=height, seed=args.seed,
                                 num_views=args.num_views, coarse_max_dim=args.coarse_max_dim or None,
-                                early_views=args.early_views,
+                                early_views=args.early_views, coarse_views=args.coarse_views,
                                 fusion=FusionConfig(confidence_threshold=args.confidence_threshold,
                                                    min_consistent_views=args.min_consistent_views),
                                 checkpoint=args.checkpoint, device=args.device)

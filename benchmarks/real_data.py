@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--num-views", type=int, default=ReconstructConfig().num_views)
     parser.add_argument("--coarse-max-dim", type=int, default=ReconstructConfig().coarse_max_dim, help="0: one scale")
     parser.add_argument("--early-views", type=int, default=ReconstructConfig().early_views)
+    parser.add_argument("--coarse-views", type=int, default=ReconstructConfig().coarse_views)
     parser.add_argument("--name-suffix", default="", help="appended to the result files' names")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -84,7 +85,8 @@ def main() -> None:
             start = time.perf_counter()
             summary = reconstruct_scene(scene, model, out, ReconstructConfig(
                 max_dim=args.max_dim, num_views=args.num_views, coarse_max_dim=args.coarse_max_dim or None,
-                early_views=args.early_views, device=args.device, fuse=False, previews=False))
+                early_views=args.early_views, coarse_views=args.coarse_views, device=args.device, fuse=False,
+                previews=False))
             depths = {v: read_pfm(out / "depths" / f"{v:08d}.pfm") for v in scene.view_ids
                       if (out / "depths" / f"{v:08d}.pfm").is_file()}
             confidences = {v: read_pfm(out / "confidence" / f"{v:08d}.pfm") for v in depths}
@@ -97,6 +99,7 @@ def main() -> None:
                 "coarse_size": summary["coarse_size"],
                 "num_views": args.num_views,
                 "early_views": args.early_views,
+                "coarse_views": args.coarse_views,
                 "seconds_per_view": summary["seconds_per_view"],
                 "total_seconds": time.perf_counter() - start,
                 "cross_view_consistency": cross.to_dict(),

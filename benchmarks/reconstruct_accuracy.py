@@ -44,6 +44,8 @@ def main() -> None:
                         help="scale cascade's first pass (default as mvs reconstruct; 0: off)")
     parser.add_argument("--early-views", type=int, default=ReconstructConfig().early_views,
                         help="views of the stages before the last (default as mvs reconstruct)")
+    parser.add_argument("--coarse-views", type=int, default=ReconstructConfig().coarse_views,
+                        help="views of the first pass (default as mvs reconstruct)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="reconstruct_accuracy")
     args = parser.parse_args()
@@ -71,6 +73,7 @@ def main() -> None:
                         scene, model, out,
                         ReconstructConfig(max_dim=max(width, height), coarse_max_dim=args.coarse_max_dim or None,
                                           num_views=num_views, early_views=args.early_views, device=args.device,
+                                          coarse_views=args.coarse_views,
                                           previews=False, fuse=False),
                     )
                     evaluation = evaluate_depth_folder(out, scene)
@@ -95,6 +98,7 @@ def main() -> None:
         "num_views": args.num_views,
         "coarse_max_dim": args.coarse_max_dim or None,
         "early_views": args.early_views,
+        "coarse_views": args.coarse_views,
         "device": args.device,
         "results": results,  # size -> number of views -> pooled scores and per-scene scores
     })

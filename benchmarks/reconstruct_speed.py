@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--num-views", type=int, default=5, help="reference + sources (the target's 5)")
     parser.add_argument("--coarse-max-dim", type=int, default=ReconstructConfig().coarse_max_dim)
     parser.add_argument("--early-views", type=int, default=ReconstructConfig().early_views)
+    parser.add_argument("--coarse-views", type=int, default=ReconstructConfig().coarse_views)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--fp32", action="store_true", help="on CUDA, run in float32 instead of float16 mixed precision")
     parser.add_argument("--scene-views", type=int, default=49,
@@ -60,7 +61,8 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         config = ReconstructConfig(max_dim=max(width, height), coarse_max_dim=args.coarse_max_dim or None,
-                                   num_views=args.num_views, early_views=args.early_views, device=args.device,
+                                   num_views=args.num_views, early_views=args.early_views, coarse_views=args.coarse_views,
+                                   device=args.device,
                                    mixed_precision=not args.fp32, previews=False, fuse=False)
         reconstruction = SceneReconstruction(scene, model, config)
         assert (reconstruction.width, reconstruction.height) == (width, height)
@@ -77,6 +79,7 @@ def main() -> None:
         "num_views": args.num_views,
         "coarse_size": coarse_size,
         "early_views": args.early_views,
+        "coarse_views": args.coarse_views,
         "device": args.device,
         "precision": "float16-autocast" if float16 else "float32",
         "seconds_per_view": sum(times) / len(times),

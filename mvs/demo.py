@@ -30,6 +30,7 @@ class DemoConfig:
     num_views: int = ReconstructConfig().num_views  # reference + sources per depth map
     coarse_max_dim: int | None = ReconstructConfig().coarse_max_dim  # scale cascade (mvs reconstruct)
     early_views: int | None = ReconstructConfig().early_views  # stages before the last (mvs reconstruct)
+    coarse_views: int | None = ReconstructConfig().coarse_views  # views of the first pass (mvs reconstruct)
     checkpoint: Path | None = None  # None: the checkpoint shipped with mvs
     device: str = "auto"  # cpu, cuda, or auto
     # GT surface samples about this far apart (mm). The protocol thins the prediction to
@@ -67,7 +68,8 @@ def run_demo(config: DemoConfig, out: Path, log: Callable[[str], None] = print, 
     log(f"[2/4] reconstructing depth maps with the {'given' if config.checkpoint else 'shipped'} checkpoint on {device}")
     model, _ = load_model(config.checkpoint, device)
     reconstruct = ReconstructConfig(max_dim=max(config.width, config.height), coarse_max_dim=config.coarse_max_dim,
-                                    early_views=config.early_views, num_views=config.num_views, device=device,
+                                    early_views=config.early_views, num_views=config.num_views,
+                                    coarse_views=config.coarse_views, device=device,
                                     fuse=True, fusion=config.fusion)
     summary = reconstruct_scene(scene, model, recon_dir, reconstruct, progress=progress)
     log(f"      {summary['seconds_per_view']:.2f} s per view; fused {summary['fused_points']:,} points")

@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mvs.checkpoint import load_model
 from mvs.cli import build_parser
 from mvs.cli import main as mvs_main
 from mvs.data.dataset import resize_view
 from mvs.data.scene import load_scene
-from mvs.inference import ReconstructConfig, ResizedImages, first_pass_size, predict_view
+from mvs.inference import ReconstructConfig, ResizedImages, first_pass_size, predict_view, reconstruct_scene
 from mvs.io import read_pfm
 from tests.conftest import make_plane_scene
 
@@ -95,3 +96,46 @@ def test_predict_view_gives_the_same_maps_with_and_without_the_cache(tmp_path):
         cached = predict_view(model, scene, 0, [1, 2], width, height, "cpu", images_cache=cache)
         for a, b in zip(fresh, cached, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+class _ViewCounter(torch.nn.Module):
+    """The shipped network, recording how many views each call was given."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.views = model, []
+
+    def forward(self, images, *args, **kwargs):
+        self.views.append(images.shape[1])
+        return self.model(images, *args, **kwargs)
+
+
+def test_the_first_pass_takes_its_own_number_of_views(tmp_path):
+    with pytest.raises(ValueError, match="coarse_views"):
+        ReconstructConfig(coarse_views=1)
+    assert ReconstructConfig().coarse_views == 11  # the reference and all ten pair.txt sources
+    make_plane_scene(tmp_path / "scene", views=5, width=96, height=64)
+    scene = load_scene(tmp_path / "scene")
+    model, _ = load_model()
+    counter = _ViewCounter(model)
+    depth, confidence, _ = predict_view(counter, scene, 0, [1], 96, 64, "cpu", coarse_size=(48, 32),
+                                        coarse_sources=[1, 2, 3])
+    assert counter.views == [4, 2] and depth.shape == confidence.shape == (64, 96)
+    counter.views.clear()
+    config = ReconstructConfig(coarse_max_dim=48, num_views=2, coarse_views=4, fuse=False, previews=False)
+    summary = reconstruct_scene(scene, counter, tmp_path / "out", config)
+    assert counter.views == [4, 2] * 5  # first pass, then the processed size, for each of the 5 views
+    assert summary["config"]["coarse_views"] == 4
+    counter.views.clear()
+    reconstruct_scene(scene, counter, tmp_path / "same", ReconstructConfig(
+        coarse_max_dim=48, num_views=2, coarse_views=None, fuse=False, previews=False))
+    assert counter.views == [2, 2] * 5  # None: the first pass takes num_views too
+
+
+def test_coarse_views_option_reaches_the_reconstruction(tmp_path):
+    scene = tmp_path / "scene"
+    make_plane_scene(scene, views=3)
+    assert mvs_main(["reconstruct", str(scene), "--out", str(tmp_path / "out"), "--coarse-views", "3",
+                     "--no-fuse", "--no-previews"]) == 0
+    assert json.loads((tmp_path / "out" / "reconstruction.json").read_text())["config"]["coarse_views"] == 3
+    assert mvs_main(["reconstruct", str(scene), "--out", str(tmp_path / "bad"), "--coarse-views", "1"]) == 2
