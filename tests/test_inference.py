@@ -13,7 +13,13 @@ from mvs.cli import build_parser
 from mvs.cli import main as mvs_main
 from mvs.data.dataset import resize_view
 from mvs.data.scene import load_scene
-from mvs.inference import ReconstructConfig, ResizedImages, first_pass_size, predict_view, reconstruct_scene
+from mvs.inference import (
+    ReconstructConfig,
+    ResizedImages,
+    first_pass_size,
+    predict_view,
+    reconstruct_scene,
+)
 from mvs.io import read_pfm
 from tests.conftest import make_plane_scene
 
