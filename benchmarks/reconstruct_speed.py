@@ -27,7 +27,7 @@ from mvs.checkpoint import DEFAULT_CHECKPOINT, load_model  # noqa: E402
 from mvs.data.scene import load_scene  # noqa: E402
 from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
 from mvs.demo import HELD_OUT_SEED  # noqa: E402
-from mvs.inference import ReconstructConfig, SceneReconstruction, first_pass_size, peak_rss_gb  # noqa: E402
+from mvs.inference import ReconstructConfig, SceneReconstruction, peak_rss_gb  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +46,6 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    coarse_size = first_pass_size((width, height), (width, height), args.coarse_max_dim or None)
     float16 = args.device.startswith("cuda") and not args.fp32  # autocast is CUDA-only in predict_view
 
     model, _ = load_model(args.checkpoint, args.device)
@@ -77,7 +76,7 @@ def main() -> None:
     result = {
         "size": [width, height],
         "num_views": args.num_views,
-        "coarse_size": coarse_size,
+        "coarse_size": reconstruction.coarse_size,
         "early_views": args.early_views,
         "coarse_views": args.coarse_views,
         "device": args.device,

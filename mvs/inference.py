@@ -61,7 +61,7 @@ class ReconstructConfig:
     # With the scale cascade: views of the first pass (None: num_views; pair.txt lists at most
     # 10 sources, so 11 is all of them). At 640 px more views cost little and give a better
     # guide: on the held-out synthetic scene at 1600x1152, 11 views there with 5 at full
-    # size put 81.3% / 90.1% of pixels within 2 / 4 mm against 76.3% / 86.9% with 5, in
+    # size put 81.8% / 90.9% of pixels within 2 / 4 mm against 76.3% / 87.3% with 5, in
     # about the same time per view on a CPU; on an H100 0.159 s per view against 0.095 s
     # with 5 (README, Measured results).
     coarse_views: int | None = 11
