@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--early-views", type=int, nargs="+", default=[0, 5],
                         help="with a first pass: views of the stages before the last (0: skip them)")
     parser.add_argument("--num-views", type=int, nargs="+", default=[5, 11])
+    parser.add_argument("--coarse-views", type=int, default=None,
+                        help="views of the first pass (default: the same as --num-views, as in the rows "
+                             "recorded so far; mvs reconstruct's default is 11)")
     parser.add_argument("--views", type=int, default=49, help="views in the scene")
     parser.add_argument("--every", type=int, default=4, help="score every N-th view as reference")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
@@ -76,9 +79,10 @@ def main() -> None:
                 metrics, object_metrics, seconds = [], [], []
                 for ref in references:
                     sources = scene.source_views(ref, num_views - 1)
+                    coarse_sources = scene.source_views(ref, args.coarse_views - 1) if args.coarse_views else None
                     start = time.perf_counter()
                     depth, _, _ = predict_view(model, scene, ref, sources, width, height, args.device, coarse_size,
-                                               early_views)
+                                               early_views, coarse_sources=coarse_sources)
                     seconds.append(time.perf_counter() - start)
                     gt = scene.depth(ref)
                     metrics.append(depth_metrics(depth, gt))
@@ -89,7 +93,7 @@ def main() -> None:
                 total = DepthMetrics.combine(metrics).to_dict()
                 on_objects = DepthMetrics.combine(object_metrics).to_dict()
                 row = {"coarse_max_dim": coarse or None, "coarse_size": coarse_size, "early_views": early_views,
-                       "num_views": num_views,
+                       "num_views": num_views, "coarse_views": args.coarse_views or num_views,
                        "seconds_per_view": float(np.mean(seconds)), "within": total["within"], "mae": total["mae"],
                        "objects": {"within": on_objects["within"], "mae": on_objects["mae"],
                                    "pixels": on_objects["valid_pixels"]}}

@@ -201,6 +201,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
 def resolve_job_paths(job: TrainJobConfig) -> TrainJobConfig:
     """Relative paths under $MVS_HOME (see jobs/common.py), so every worker agrees."""
     job.train.data.train = resolve_path(job.train.data.train)
+    job.train.data.extra_train = [resolve_path(path) for path in job.train.data.extra_train]
     job.ray.storage_path = resolve_path(job.ray.storage_path)
     job.train.out = str(Path(job.ray.storage_path) / job.ray.name) if not is_uri(job.ray.storage_path) else job.ray.storage_path
     return job

@@ -104,39 +104,65 @@ class ResizedImages:
     two sizes; decoding a 1600x1200 JPEG and resizing it again every time cost more than
     the network's forward pass on a GPU. At most ``capacity`` resized images are kept
     (24 at 1600x1200 are about 140 MB).
+
+    ``sizes`` are the (width, height) the run reads: a miss at any size decodes the image
+    once and resizes it to all of them, and an image that another thread (the prefetch) is
+    decoding is waited for, not decoded a second time.
     """
 
-    def __init__(self, scene: Scene, capacity: int = 24):
+    def __init__(self, scene: Scene, capacity: int = 24, sizes: list[tuple[int, int]] | None = None,
+                 prefetch_workers: int = 2):
         self.scene = scene
         self.capacity = capacity
+        self.sizes = list(dict.fromkeys(sizes or []))
+        self.prefetch_workers = prefetch_workers
         self._cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._decoding: dict[int, threading.Event] = {}  # view id -> set when its decode ends
         self._worker: ThreadPoolExecutor | None = None
 
     def get(self, view_id: int, width: int, height: int) -> np.ndarray:
-        """(height, width, 3) uint8 RGB of ``view_id``, area-resized."""
+        """(height, width, 3) uint8 RGB of ``view_id``, area-resized from the original."""
         key = (view_id, width, height)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        image, _, _ = resize_view(self.scene.image(view_id), self.scene.views[view_id].camera, width, height)
-        with self._lock:
-            self._cache[key] = image
-            while len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
-        return image
+        while True:
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+                pending = self._decoding.get(view_id)
+                if pending is None:
+                    self._decoding[view_id] = done = threading.Event()
+                    break
+            pending.wait()  # another thread is decoding this image; its sizes may include ours
+        try:
+            original = self.scene.image(view_id)
+            camera = self.scene.views[view_id].camera
+            # The size asked for last, so that it is the most recent entry and outlives the others.
+            sizes = [s for s in self.sizes if s != (width, height)] + [(width, height)]
+            resized = {size: resize_view(original, camera, *size)[0] for size in sizes}
+            with self._lock:
+                for (w, h), image in resized.items():
+                    self._cache[(view_id, w, h)] = image
+                    self._cache.move_to_end((view_id, w, h))
+                while len(self._cache) > self.capacity:
+                    self._cache.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._decoding[view_id]
+            done.set()
+        return resized[(width, height)]
 
-    def prefetch(self, view_ids: list[int], sizes: list[tuple[int, int]]) -> Future:
-        """Load ``view_ids`` at each (width, height) of ``sizes`` in a background thread.
+    def prefetch(self, view_ids: list[int], sizes: list[tuple[int, int]]) -> list[Future]:
+        """Load ``view_ids`` at each (width, height) of ``sizes`` in background threads.
 
         On a GPU this hides the next view's image decoding behind the current view's
         network pass (OpenCV releases the GIL while it decodes and resizes). Views already
-        cached stay cached; the returned future only reports errors.
+        cached stay cached; the futures only report errors (a failed image fails again, with
+        its message, when the network asks for it).
         """
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvs-images")
-        return self._worker.submit(lambda: [self.get(v, w, h) for w, h in sizes for v in view_ids])
+            self._worker = ThreadPoolExecutor(max_workers=self.prefetch_workers, thread_name_prefix="mvs-images")
+        return [self._worker.submit(self.get, v, w, h) for w, h in sizes for v in view_ids]
 
 
 def prepare_views(scene: Scene, view_ids: list[int], width: int, height: int, device: str,
@@ -260,9 +286,12 @@ class SceneReconstruction:
             raise MVSInputError("no view has source views in pair.txt; nothing to reconstruct", scene.root / "pair.txt")
         self.depths: dict[int, np.ndarray] = {}
         self.confidences: dict[int, np.ndarray] = {}
-        # Room for the view in hand and the next one (prefetched on a GPU) at both sizes.
+        # Room for the images of the view in hand and the next one (prefetched on a GPU) at
+        # every size, with a margin; the first pass's sources include the full size's.
         coarse_views = (self.config.coarse_views or self.config.num_views) if self.coarse_size else 0
-        self.images = ResizedImages(scene, capacity=max(24, 3 * (self.config.num_views + coarse_views)))
+        sizes = [(self.width, self.height)] + ([self.coarse_size] if self.coarse_size else [])
+        per_view = max(self.config.num_views, coarse_views) * len(sizes)
+        self.images = ResizedImages(scene, capacity=max(24, 3 * per_view), sizes=sizes)
 
     def depth_maps(self) -> Iterator[ViewDepth]:
         """Run the network on every reference view in turn, yielding each result as it is done."""
@@ -275,7 +304,7 @@ class SceneReconstruction:
                 next_sources, next_coarse = self._sources(following)
                 self.images.prefetch([following] + next_sources, [(self.width, self.height)])
                 if self.coarse_size:
-                    self.images.prefetch([following] + (next_coarse or next_sources), [self.coarse_size])
+                    self.images.prefetch(next_coarse or [], [self.coarse_size])
             depth, confidence, image = predict_view(
                 self.model, self.scene, reference, sources, self.width, self.height, self.config.device,
                 self.coarse_size, self.config.early_views, self.config.mixed_precision, self.images, coarse_sources,

@@ -45,6 +45,10 @@ class DataConfig:
     crop: tuple[int, int] | None = (320, 256)  # random crop when training, centre crop for validation
     source_pool: int = 10
     workers: int = 0
+    # More training folders (any layout `train` accepts, e.g. the same kind of scans
+    # rendered at another image size). Each is split into training and validation like
+    # `train`, so every source keeps its own held-out scans.
+    extra_train: list[str] = field(default_factory=list)
     # Off: no colour jitter, fixed lighting, centre crop and fixed sources, in file order.
     # Reproducibility checks (e.g. DDP vs one worker) need both off.
     augment: bool = True
@@ -118,12 +122,20 @@ def ensure_training_data(config: DataConfig, progress: bool = True) -> Path:
 
 def build_datasets(config: TrainConfig, multiple: int = CascadeMVSNet.SIZE_MULTIPLE) -> tuple[MVSDataset, MVSDataset | None]:
     data = config.data
-    groups = load_groups(ensure_training_data(data))
-    train_groups, val_groups = split_groups(groups, data.validation_fraction)
+    train_groups, val_groups = split_groups(load_groups(ensure_training_data(data)), data.validation_fraction)
+    for extra in data.extra_train:
+        extra_train, extra_val = split_groups(load_groups(extra), data.validation_fraction)
+        train_groups, val_groups = train_groups + extra_train, val_groups + extra_val
     common = dict(num_views=data.num_views, max_dim=data.max_dim, crop=data.crop,
                   source_pool=data.source_pool, multiple=multiple)
     train_set = MVSDataset(train_groups, SampleConfig(augment=data.augment, **common), seed=config.seed)
     val_set = MVSDataset(val_groups, SampleConfig(augment=False, **common), seed=config.seed) if val_groups else None
+    limit = config.optim.validation_samples
+    if val_set is not None and limit is not None and 0 < limit < len(val_set):
+        # Spread the capped validation over every held-out scan (and every extra folder)
+        # rather than the first views of the first one.
+        keep = np.unique(np.linspace(0, len(val_set) - 1, limit).round().astype(int))
+        val_set.items = [val_set.items[i] for i in keep]
     return train_set, val_set
 
 

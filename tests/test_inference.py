@@ -3,6 +3,8 @@ precision switch (float16 autocast or float32 on CUDA; no effect on the CPU), an
 cache of resized images shared by the views of a scene."""
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -89,6 +91,37 @@ def test_resized_images_match_a_fresh_resize_and_keep_only_the_most_recent(tmp_p
     assert reads == [0, 0, 1]
     cache.get(0, 40, 32)
     assert reads == [0, 0, 1, 0]
+
+
+def test_resized_images_decode_once_for_every_size_and_thread(tmp_path, monkeypatch):
+    make_plane_scene(tmp_path / "scene", views=4)
+    scene = load_scene(tmp_path / "scene")
+    reads, started = [], threading.Event()
+    original = type(scene).image
+
+    def slow_image(self, view):
+        reads.append(view)
+        started.set()
+        time.sleep(0.2)  # long enough for the second reader to arrive mid-decode
+        return original(self, view)
+
+    monkeypatch.setattr(type(scene), "image", slow_image)
+    cache = ResizedImages(scene, capacity=8, sizes=[(40, 32), (20, 16)])
+    small = cache.get(1, 20, 16)
+    assert reads == [1]
+    large = cache.get(1, 40, 32)  # resized from the same decode
+    assert reads == [1]
+    for size, image in (((40, 32), large), ((20, 16), small)):
+        expected, _, _ = resize_view(original(scene, 1), scene.views[1].camera, *size)
+        np.testing.assert_array_equal(image, expected)
+
+    # The prefetch and the network asking for the same image at once: one decode.
+    started.clear()
+    futures = cache.prefetch([2], [(40, 32)])
+    assert started.wait(5)  # the prefetch thread is decoding view 2 now
+    from_main = cache.get(2, 20, 16)
+    assert [f.result() for f in futures][0].shape == (32, 40, 3)
+    assert from_main.shape == (16, 20, 3) and reads == [1, 2]
 
 
 def test_predict_view_gives_the_same_maps_with_and_without_the_cache(tmp_path):

@@ -10,7 +10,7 @@ from mvs.config import load_config
 from mvs.errors import MVSInputError
 from mvs.io import read_pfm
 from mvs.models import CascadeMVSNet, ModelConfig
-from mvs.training import DataConfig, OptimConfig, TrainConfig, train
+from mvs.training import DataConfig, OptimConfig, TrainConfig, build_datasets, train
 from tests.conftest import make_plane_scene
 
 SMALL_MODEL = ModelConfig(hypotheses=(8, 4, 2), feature_channels=(8, 8, 4), groups=(4, 4, 2), regularization_channels=(4, 4, 4))
@@ -52,6 +52,30 @@ def test_train_writes_a_resumable_run(plane_scenes, tmp_path):
     assert [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [0, 1]
     state = read_checkpoint(tmp_path / "run" / "last.pt")["training_state"]
     assert state["epoch"] == 1 and "optimizer" in state
+
+
+def test_extra_training_folders_are_split_each(plane_scenes, tmp_path):
+    # The same kind of scene at another image size, in a second folder.
+    larger = tmp_path / "larger"
+    for k in range(3):
+        make_plane_scene(larger / f"scene_{k:03d}", views=3, width=64, height=48, seed=10 + k)
+    config = small_config(plane_scenes, tmp_path / "run")
+    config.data.extra_train = [str(larger)]
+    config.optim.validation_samples = None
+    train_set, val_set = build_datasets(config)
+    roots = lambda dataset: [group[0].root.parent for group in dataset.groups]  # noqa: E731
+    # Each folder keeps its last third (one of three scenes) for validation.
+    assert roots(train_set) == [plane_scenes] * 2 + [larger] * 2
+    assert roots(val_set) == [plane_scenes, larger]
+    assert len(val_set) == 6
+    # A validation cap spreads over both held-out scenes instead of taking the first views.
+    config.optim.validation_samples = 2
+    _, capped = build_datasets(config)
+    assert len(capped) == 2 and {tuple(capped[i]["images"].shape[-2:]) for i in range(2)} == {(32, 48), (48, 64)}
+
+    config.data.extra_train = [str(tmp_path / "missing")]
+    with pytest.raises(MVSInputError, match="missing"):
+        build_datasets(config)
 
 
 def test_train_can_start_from_a_checkpoint(plane_scenes, tmp_path):
