@@ -43,6 +43,17 @@ def test_shipped_checkpoint_is_small_and_weights_only():
     assert not model.training
 
 
+def test_mixed_scale_checkpoint_loads_and_reconstructs(held_out_scene, tmp_path):
+    path = DEFAULT_CHECKPOINT.parent / "mixed_scale.pt"
+    assert path.stat().st_size < 20 * 1024**2
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "mvs-checkpoint/1" and "training_state" not in payload
+    out = tmp_path / "recon"
+    assert mvs_main(["reconstruct", str(held_out_scene), "--out", str(out), "--checkpoint", str(path),
+                     "--no-previews", "--no-fuse"]) == 0
+    assert_trained_accuracy(out, held_out_scene)
+
+
 def test_reconstruct_held_out_scene_with_default_checkpoint(held_out_scene, tmp_path):
     out = tmp_path / "recon"
     assert mvs_main(["reconstruct", str(held_out_scene), "--out", str(out), "--no-previews", "--min-consistent-views", "2"]) == 0
