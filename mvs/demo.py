@@ -96,5 +96,6 @@ def run_demo(config: DemoConfig, out: Path, log: Callable[[str], None] = print, 
             "scores": str(out / "demo.json"),
         },
     }
-    (out / "demo.json").write_text(json.dumps(report, indent=2, default=str))
-    return report
+    text = json.dumps(report, indent=2, default=str)
+    (out / "demo.json").write_text(text)
+    return json.loads(text)  # what was written: paths as strings, safe for callers to dump again

@@ -121,3 +121,14 @@ def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path, capsys):
     for path in (out / "reconstruction" / "fused.ply", out / "evaluation" / "evaluation.png"):
         assert path.is_file() and str(path) in printed
     assert f"overall {cloud['overall']:.3f} mm" in printed
+
+
+def test_demo_report_with_a_given_checkpoint_is_plain_json(tmp_path):
+    """benchmarks/fused_accuracy.py dumps run_demo's report again: a checkpoint given as a
+    Path must come back as a string, as demo.json holds it."""
+    from mvs.demo import DemoConfig, run_demo
+
+    config = DemoConfig(views=4, width=160, height=128, num_views=2, checkpoint=DEFAULT_CHECKPOINT, device="cpu")
+    report = run_demo(config, tmp_path / "demo", log=lambda _: None, progress=False)
+    assert report["config"]["checkpoint"] == str(DEFAULT_CHECKPOINT)
+    assert json.loads(json.dumps(report)) == json.loads((tmp_path / "demo" / "demo.json").read_text())
