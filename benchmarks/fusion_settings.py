@@ -14,6 +14,7 @@ Writes benchmarks/results/fusion_settings.json and fusion_settings.png (``--repl
 redraws the PNG from the JSON).
 
     .venv/bin/python benchmarks/fusion_settings.py [--settings '{"reprojection_error": 0.5}' ...]
+        [--size 1600x1200] [--skip-dtu] [--checkpoint PATH --name fusion_settings_mine]
 """
 
 from __future__ import annotations
@@ -142,11 +143,13 @@ def main() -> None:
     parser.add_argument("--dtu-max-dim", type=int, default=800)
     parser.add_argument("--skip-dtu", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--name", default="fusion_settings", help="name of the JSON and the PNG")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the JSON")
     args = parser.parse_args()
     if args.replot:
-        saved = json.loads((RESULTS / "fusion_settings.json").read_text())
-        plot(saved["rows"], saved["synthetic"], RESULTS / "fusion_settings.png")
+        saved = json.loads((RESULTS / f"{args.name}.json").read_text())
+        plot(saved["rows"], saved["synthetic"], RESULTS / f"{args.name}.png")
         return
     for setting in args.settings:
         FusionConfig(**setting)  # a bad field fails here, before minutes of reconstruction
@@ -160,14 +163,14 @@ def main() -> None:
         generate_scene(synth_dir, SynthConfig(views=args.views, width=width, height=height, gt_spacing=GT_SPACING),
                        HELD_OUT_SEED, progress=True)
         synth = load_scene(synth_dir)
-        reconstruct(DEFAULT_CHECKPOINT, synth, work / "synthetic_recon", max(width, height), args.num_views,
+        reconstruct(args.checkpoint, synth, work / "synthetic_recon", max(width, height), args.num_views,
                     args.device)
         synth_depths, synth_conf = read_depth_maps(work / "synthetic_recon", synth)
         gt = GroundTruth.from_synthetic_scene(synth_dir)
         dtu = None
         if not args.skip_dtu and (SHARED / "dtu_scan24").is_dir():
             dtu = load_scene(SHARED / "dtu_scan24")
-            reconstruct(DEFAULT_CHECKPOINT, dtu, work / "dtu_recon", args.dtu_max_dim, args.num_views, args.device)
+            reconstruct(args.checkpoint, dtu, work / "dtu_recon", args.dtu_max_dim, args.num_views, args.device)
             dtu_depths, dtu_conf = read_depth_maps(work / "dtu_recon", dtu)
         elif not args.skip_dtu:
             print(f"skipping DTU scan 24: {SHARED / 'dtu_scan24'} not present")
@@ -193,11 +196,11 @@ def main() -> None:
                           if dtu is not None else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
     synthetic = {"seed": HELD_OUT_SEED, "size": args.size, "views": args.views, "gt_spacing": GT_SPACING}
-    plot(rows, synthetic, RESULTS / "fusion_settings.png")
-    write_result("fusion_settings", {
+    plot(rows, synthetic, RESULTS / f"{args.name}.png")
+    write_result(args.name, {
         "synthetic": synthetic,
         "dtu_max_dim": None if dtu is None else args.dtu_max_dim, "num_views": args.num_views,
-        "checkpoint": str(DEFAULT_CHECKPOINT), "defaults": FusionConfig().__dict__, "rows": rows,
+        "checkpoint": str(args.checkpoint), "defaults": FusionConfig().__dict__, "rows": rows,
         "total_seconds": time.perf_counter() - start,
     })
 
