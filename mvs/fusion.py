@@ -25,8 +25,9 @@ the pixel and where the source's point lands) and the relative depth error
     dynamic_relative_depth_error)``, a source agrees at level n when ``e < n``, and the
     pixel is kept when the n-th smallest ``e`` is below n for some n. The defaults (0.25 px
     and 1/1300 per level, levels up to the 10 sources) are those of the authors' released
-    fusion script; their lowest level is 2 (``min_consistent_views=2``; the default here, 1,
-    chosen for the fixed mode, also lets one source agree within one step).
+    fusion script; their lowest level is 2: pass ``min_consistent_views=2`` for their rule
+    (the default, 1, chosen for the fixed mode, also keeps a pixel that one source matches
+    within one step).
 
 Kept pixels become the mean of the reference point and the points of the agreeing sources
 (dynamic mode: the sources that agree at the highest level at which the pixel passes, i.e.
@@ -86,10 +87,11 @@ _MIN_DEPTH = 1e-6
 @dataclass
 class FusionConfig:
     # Photometric filter, ignored when no confidence maps. The shipped checkpoint's final-stage
-    # confidence is saturated (most pixels with depth above 0.95), so only a bar close to 1
-    # filters anything. With one agreeing view, 0.98 scored best on two held-out scenes taken
-    # together (1600x1200) and at 640x512; 0.995 is better on one of them (README, "Fusion
-    # settings"), but keeps few points of small depth maps, whose confidences are lower.
+    # confidence is saturated (median 0.985 at 1600x1200, 0.97 at 640x512), so only a bar
+    # close to 1 filters anything. With one agreeing view, 0.98 scored best on two held-out
+    # scenes taken together (1600x1200) and at 640x512; 0.995 is better on one of them
+    # (README, "Fusion settings"), but keeps few points of small depth maps, whose
+    # confidences are lower.
     # A checkpoint of your own may need another bar: benchmarks/fusion_settings.py sweeps it.
     confidence_threshold: float = 0.98
     reprojection_error: float = 1.0  # pixels, at the depth maps' resolution ("fixed" mode)
