@@ -41,6 +41,7 @@ class BatchConfig:
     num_views: int = _RECONSTRUCT.num_views
     early_views: int | None = _RECONSTRUCT.early_views  # stages before the last (see mvs reconstruct)
     coarse_views: int | None = _RECONSTRUCT.coarse_views  # views of the first pass (see mvs reconstruct)
+    min_source_score: float = _RECONSTRUCT.min_source_score  # sources scored far below the best are left out
     depth_line: str = "interval"
     previews: bool = True
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -99,6 +100,7 @@ class SceneReconstructor:
             config = ReconstructConfig(max_dim=self.config["max_dim"], coarse_max_dim=self.config["coarse_max_dim"],
                                        num_views=self.config["num_views"], early_views=self.config["early_views"],
                                        coarse_views=self.config["coarse_views"],
+                                       min_source_score=self.config["min_source_score"],
                                        device=self.device,
                                        previews=self.config["previews"], fusion=fusion)
             summary = reconstruct_scene(scene, self.model, out_dir, config, progress=False)
@@ -192,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="views of the stages before the last at --max-dim (see mvs reconstruct)")
     parser.add_argument("--coarse-views", type=int, default=defaults.coarse_views,
                         help="views of the first pass (see mvs reconstruct)")
+    parser.add_argument("--min-source-score", type=float, default=defaults.min_source_score,
+                        help="leave out sources whose pair.txt score is below this fraction of the best (see mvs reconstruct)")
     parser.add_argument("--depth-line", choices=["interval", "min_max"], default=defaults.depth_line)
     parser.add_argument("--no-previews", action="store_true")
     parser.add_argument("--address", default=None)
@@ -209,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--early-views must be 0 or at least 2, got {args.early_views}")
         if args.coarse_views is not None and args.coarse_views < 2:
             raise ValueError(f"--coarse-views must be at least 2, got {args.coarse_views}")
+        if not 0.0 <= args.min_source_score <= 1.0:
+            raise ValueError(f"--min-source-score must be in [0, 1], got {args.min_source_score}")
         config = BatchConfig(checkpoint=resolve_path(args.checkpoint) if args.checkpoint else None,
                              max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None,
                              num_views=args.num_views, early_views=args.early_views, coarse_views=args.coarse_views,
-                             depth_line=args.depth_line,
+                             min_source_score=args.min_source_score, depth_line=args.depth_line,
                              previews=not args.no_previews)
         scenes = find_scenes([resolve_path(s) for s in args.scenes])
         summary = run(scenes, Path(resolve_path(args.out)), config, args.actors, args.cpus_per_actor,

@@ -229,6 +229,9 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
                    f"{d.early_views or '--num-views'}; 0: skip them, faster but loses parts too thin for the first pass)")
     p.add_argument("--coarse-views", type=int, default=d.coarse_views,
                    help=f"views of the first pass (default {d.coarse_views}: the reference and all ten pair.txt sources)")
+    p.add_argument("--min-source-score", type=float, default=d.min_source_score,
+                   help=f"leave out sources whose pair.txt score is below this fraction of the best source's "
+                   f"(default {d.min_source_score}; 0: use every listed source)")
     p.add_argument("--depth-line", choices=["interval", "min_max"], default="interval")
     p.add_argument("--no-fuse", action="store_true", help="stop after the depth maps")
     p.add_argument("--no-previews", action="store_true", help="skip the preview PNGs")
@@ -250,11 +253,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise MVSInputError(f"--early-views must be 0 or at least 2, got {args.early_views}")
     if args.coarse_views is not None and args.coarse_views < 2:
         raise MVSInputError(f"--coarse-views must be at least 2, got {args.coarse_views}")
+    if not 0.0 <= args.min_source_score <= 1.0:
+        raise MVSInputError(f"--min-source-score must be in [0, 1], got {args.min_source_score}")
     scene = load_scene(args.scene, args.depth_line)
     model, _ = load_model(args.checkpoint, args.device)
     config = ReconstructConfig(
         max_dim=args.max_dim, coarse_max_dim=args.coarse_max_dim or None, early_views=args.early_views,
-        num_views=args.num_views, coarse_views=args.coarse_views, mixed_precision=not args.fp32,
+        num_views=args.num_views, coarse_views=args.coarse_views, min_source_score=args.min_source_score,
+        mixed_precision=not args.fp32,
         device=args.device, previews=not args.no_previews, fuse=not args.no_fuse, fusion=_fusion_config(args),
     )
     summary = reconstruct_scene(scene, model, args.out, config)

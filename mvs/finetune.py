@@ -145,8 +145,9 @@ class SceneViews:
                                 scene.root / "pair.txt")
 
     def sources(self, reference: int, count: int, pool: int, rng: np.random.Generator | None) -> list[int]:
-        """``count`` source views: the best ones, or drawn from the best ``pool`` with ``rng``."""
-        candidates = self.scene.source_views(reference)
+        """``count`` source views: the best ones, or drawn from the best ``pool`` with ``rng``
+        (pair.txt sources scored far below the best left out, as ``mvs reconstruct`` does)."""
+        candidates = self.scene.source_views(reference, min_relative_score=ReconstructConfig().min_source_score)
         if rng is not None and pool > count and len(candidates) > count:
             chosen = rng.choice(candidates[:pool], size=count, replace=False)
             candidates = [int(v) for v in chosen]

@@ -22,7 +22,7 @@ from mvs.inference import (
     predict_view,
     reconstruct_scene,
 )
-from mvs.io import read_pfm
+from mvs.io import read_pfm, write_pair
 from tests.conftest import make_plane_scene
 
 
@@ -169,6 +169,31 @@ def test_the_first_pass_takes_its_own_number_of_views(tmp_path):
     reconstruct_scene(scene, counter, tmp_path / "same", ReconstructConfig(
         coarse_max_dim=48, num_views=2, coarse_views=None, fuse=False, previews=False))
     assert counter.views == [2, 2] * 5  # None: the first pass takes num_views too
+
+
+def test_sources_scored_far_below_the_best_are_not_used(tmp_path):
+    with pytest.raises(ValueError, match="min_source_score"):
+        ReconstructConfig(min_source_score=1.5)
+    make_plane_scene(tmp_path / "scene", views=5, width=64, height=48)
+    # View 0 has two real neighbours; the others keep their whole lists.
+    pairs = {v: [(s, 1.0) for s in range(5) if s != v] for v in range(5)}
+    pairs[0] = [(1, 200.0), (2, 150.0), (3, 1.0), (4, 0.5)]
+    write_pair(tmp_path / "scene" / "pair.txt", pairs)
+    scene = load_scene(tmp_path / "scene")
+    model, _ = load_model()
+    counter = _ViewCounter(model)
+    options = dict(coarse_max_dim=None, num_views=5, fuse=False, previews=False)
+    reconstruct_scene(scene, counter, tmp_path / "out", ReconstructConfig(**options), progress=False)
+    assert counter.views == [3, 5, 5, 5, 5]
+    counter.views.clear()
+    reconstruct_scene(scene, counter, tmp_path / "all", ReconstructConfig(min_source_score=0.0, **options),
+                      progress=False)
+    assert counter.views == [5] * 5
+    assert mvs_main(["reconstruct", str(tmp_path / "scene"), "--out", str(tmp_path / "cli"), "--min-source-score", "0",
+                     "--coarse-max-dim", "0", "--no-fuse", "--no-previews"]) == 0
+    assert json.loads((tmp_path / "cli" / "reconstruction.json").read_text())["config"]["min_source_score"] == 0.0
+    assert mvs_main(["reconstruct", str(tmp_path / "scene"), "--out", str(tmp_path / "bad"),
+                     "--min-source-score", "1.5"]) == 2
 
 
 def test_coarse_views_option_reaches_the_reconstruction(tmp_path):

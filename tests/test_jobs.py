@@ -246,4 +246,6 @@ def test_batch_reconstruct_refuses_bad_view_counts_before_starting_ray(tmp_path,
     assert "--num-views must be at least 2" in capsys.readouterr().err
     assert batch_main([str(tmp_path), "--out", str(tmp_path / "out"), "--early-views", "1"]) == 2
     assert "--early-views must be 0 or at least 2" in capsys.readouterr().err
+    assert batch_main([str(tmp_path), "--out", str(tmp_path / "out"), "--min-source-score", "-0.1"]) == 2
+    assert "--min-source-score must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -143,3 +143,20 @@ def test_real_scenes_load(name, views, size, unit_range):
     assert len(scene.views) == views and scene.image_size == size
     for view in scene.views.values():
         assert unit_range[0] < view.camera.depth_min < view.camera.depth_max < unit_range[1]
+
+
+def test_source_views_leave_out_sources_scored_far_below_the_best(tmp_path):
+    make_scene(tmp_path, views=5)
+    write_pair(tmp_path / "pair.txt", {
+        0: [(1, 200.0), (2, 190.0), (3, 1.0), (4, 0.0)],  # a sparse ring: two real neighbours
+        1: [(v, float(10 - i)) for i, v in enumerate([0, 2, 3, 4])],  # DTU-style ranks
+        2: [(v, 0.0) for v in (0, 1, 3, 4)],  # scores that say nothing
+    })
+    scene = load_scene(tmp_path)
+    assert scene.source_views(0) == [1, 2, 3, 4]  # no fraction: the whole list, as before
+    assert scene.source_views(0, min_relative_score=0.05) == [1, 2]
+    assert scene.source_views(0, 1, min_relative_score=0.05) == [1]
+    assert scene.source_views(0, min_relative_score=1.0) == [1]  # the best always stays
+    assert scene.source_views(1, min_relative_score=0.05) == [0, 2, 3, 4]  # rank 7 is 70% of rank 10
+    assert scene.source_views(1, min_relative_score=0.8) == [0, 2, 3]
+    assert scene.source_views(2, min_relative_score=0.05) == [0, 1, 3, 4]  # no positive score: no pruning

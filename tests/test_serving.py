@@ -30,8 +30,11 @@ import requests
 from scipy.spatial import cKDTree
 
 from mvs.cli import main as mvs_main
+from mvs.data.scene import load_scene
 from mvs.data.synthetic import SynthConfig, generate_scene
+from mvs.data.view_selection import pairs_from_cameras
 from mvs.demo import HELD_OUT_SEED
+from mvs.inference import ReconstructConfig
 from mvs.io import read_point_attributes, read_point_cloud
 from mvs_serving.config import ServiceConfig
 from mvs_serving.errors import RequestError
@@ -347,8 +350,15 @@ def test_zip_without_pair_gives_json_with_previews(service, scene_dir):
     assert report["pairs"] == "generated" and report["scene"] == "scene"
     assert report["options"]["num_sources"] == 3 and report["points"] > 300
     assert [v["view"] for v in report["per_view"]] == list(range(6))
+    # The generated list, as the service makes it; of each view's best 3 sources, those
+    # scoring under ReconstructConfig.min_source_score of the best are not used.
+    scene = load_scene(scene_dir)
+    pairs = pairs_from_cameras([scene.views[v].camera for v in scene.view_ids], view_ids=scene.view_ids)
+    min_score = ReconstructConfig().min_source_score
     for view in report["per_view"]:
-        assert len(view["sources"]) == 3 and 0 < view["depth_valid_fraction"] <= 1
+        listed = pairs[view["view"]][:3]
+        assert view["sources"] == [s for s, score in listed if score >= min_score * listed[0][1]]
+        assert 0 < view["depth_valid_fraction"] <= 1
         assert view["kept_by_consistency"] <= view["kept_by_confidence"] <= view["pixels"] == WIDTH * HEIGHT
         preview = cv2.imdecode(np.frombuffer(base64.b64decode(view["depth_png"]), np.uint8), cv2.IMREAD_COLOR)
         assert preview.shape == (HEIGHT, WIDTH, 3)

@@ -73,9 +73,22 @@ class Scene:
         camera = next(iter(self.views.values())).camera
         return camera.width, camera.height
 
-    def source_views(self, reference: int, count: int | None = None) -> list[int]:
-        """The best ``count`` source views of ``reference`` (all if None)."""
-        sources = [s for s, _ in self.pairs.get(reference, [])]
+    def source_views(self, reference: int, count: int | None = None, min_relative_score: float = 0.0) -> list[int]:
+        """The best ``count`` source views of ``reference`` (all if None).
+
+        With ``min_relative_score`` > 0, sources whose pair.txt score is below that
+        fraction of the best source's score are left out (the best one always stays).
+        Where pair.txt scores measure overlap, as in sparse captures whose ring
+        neighbours beyond the nearest few share almost nothing with the reference, this
+        keeps a view from being matched against photographs that do not see it; lists
+        whose scores are ranks (DTU's 10..1) or are not positive lose nothing at the
+        usual fractions.
+        """
+        pairs = self.pairs.get(reference, [])
+        best = max((score for _, score in pairs), default=0.0)
+        if min_relative_score > 0 and best > 0:
+            pairs = [(s, score) for s, score in pairs if score >= min_relative_score * best]
+        sources = [s for s, _ in pairs]
         return sources if count is None else sources[:count]
 
     def image(self, view_id: int) -> np.ndarray:
