@@ -75,6 +75,9 @@ class ReconstructConfig:
     # all ten (their tenth scores about 10% of the first).
     min_source_score: float = 0.05
     device: str = "cpu"
+    # On a CPU, feature pyramids kept across reference views (FeatureCache), GB; 0: none. On a
+    # GPU the pyramid is a small part of the pass and GPU memory is kept for the volumes.
+    feature_cache_gb: float = 1.4
     mixed_precision: bool = True  # on CUDA, float16 autocast (False: float32); ignored on CPU
     previews: bool = True
     fuse: bool = True
@@ -89,6 +92,8 @@ class ReconstructConfig:
             raise ValueError(f"early_views must be None, 0 or at least 2, got {self.early_views}")
         if self.coarse_views is not None and self.coarse_views < 2:
             raise ValueError(f"coarse_views must be None or at least 2 (a reference and a source), got {self.coarse_views}")
+        if self.feature_cache_gb < 0:
+            raise ValueError(f"feature_cache_gb must be >= 0, got {self.feature_cache_gb}")
         if not 0.0 <= self.min_source_score <= 1.0:
             raise ValueError(f"min_source_score must be in [0, 1], got {self.min_source_score}")
 
@@ -176,6 +181,47 @@ class ResizedImages:
         return [self._worker.submit(self.get, v, w, h) for w, h in sizes for v in view_ids]
 
 
+class FeatureCache:
+    """The network's feature pyramid of each image at each size, the most recently used kept.
+
+    Each image is a source of about ten reference views; on a CPU its feature pyramid at
+    1600x1152 costs about 0.2 s, recomputed for every one of them. Neighbouring reference
+    views share most sources, so a cache of about 16 images at that size (1.3 GB) leaves
+    some 2.7 of the 11 views of each reference view to compute (DTU scan 24 and the
+    synthetic scenes' pair lists). At most ``capacity_bytes`` of features are kept.
+    """
+
+    def __init__(self, capacity_bytes: int = 1_400_000_000):
+        self.capacity_bytes = capacity_bytes
+        self._cache: OrderedDict[tuple[int, int, int], list[torch.Tensor]] = OrderedDict()
+        self._bytes = 0
+        self.computed = 0  # images whose features were computed (misses), for tests and profiling
+
+    def pyramid(self, model: torch.nn.Module, view_ids: list[int], images: torch.Tensor) -> list[torch.Tensor]:
+        """``model.image_features`` of ``images`` (V, 3, H, W), the images of ``view_ids``:
+        [(V, C_k, h_k, w_k)] coarse to fine, computed only for images not already kept."""
+        height, width = images.shape[-2:]
+        keys = [(view, height, width) for view in view_ids]
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        fresh = {}
+        if missing:
+            levels = model.image_features(images[missing])  # [(M, C_k, h_k, w_k)]
+            self.computed += len(missing)
+            for j, i in enumerate(missing):
+                fresh[keys[i]] = [level[j : j + 1].clone() for level in levels]  # own memory, not the batch's
+        parts = [fresh.get(key) or self._cache[key] for key in keys]
+        pyramid = [torch.cat([part[k] for part in parts]) for k in range(len(parts[0]))]
+        for key in keys:
+            if key in fresh:
+                self._cache[key] = fresh[key]
+                self._bytes += sum(level.numel() * level.element_size() for level in fresh[key])
+            self._cache.move_to_end(key)
+        while self._bytes > self.capacity_bytes and len(self._cache) > 1:
+            _, evicted = self._cache.popitem(last=False)
+            self._bytes -= sum(level.numel() * level.element_size() for level in evicted)
+        return pyramid
+
+
 def prepare_views(scene: Scene, view_ids: list[int], width: int, height: int, device: str,
                   images_cache: ResizedImages | None = None):
     """Images and cameras of ``view_ids`` resized to ``width`` x ``height``, as a batch of one.
@@ -209,6 +255,7 @@ def predict_view(
     mixed_precision: bool = True,
     images_cache: ResizedImages | None = None,
     coarse_sources: list[int] | None = None,
+    feature_cache: FeatureCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Depth (H, W), confidence (H, W) and the resized reference image for one view.
 
@@ -226,7 +273,8 @@ def predict_view(
     the CPU it always runs in float32 and ``mixed_precision`` is ignored.
 
     ``images_cache`` (one per scene, shared by its views) spares decoding and resizing an
-    image again for each view it is a source of.
+    image again for each view it is a source of; ``feature_cache`` (likewise; the model
+    must have ``image_features``) spares computing its feature pyramid again.
     """
     view_ids = [reference] + sources
     images, K, E, ref_image = prepare_views(scene, view_ids, width, height, device, images_cache)
@@ -234,13 +282,19 @@ def predict_view(
     depth_min = torch.tensor([camera.depth_min], device=device)
     depth_max = torch.tensor([camera.depth_max], device=device)
     use_amp = mixed_precision and str(device).startswith("cuda")
+
+    def run(ids: list[int], images: torch.Tensor, K: torch.Tensor, E: torch.Tensor, **options) -> dict:
+        if feature_cache is not None:
+            options["pyramid"] = feature_cache.pyramid(model, ids, images[0])
+        return model(images, K, E, depth_min, depth_max, **options)
+
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
         options = {}
         if coarse_size is not None and coarse_size[0] < width:
             early = None if early_views is None else min(early_views, len(view_ids))
             coarse_ids = view_ids if coarse_sources is None else [reference] + coarse_sources
             coarse_images, coarse_K, coarse_E, _ = prepare_views(scene, coarse_ids, *coarse_size, device, images_cache)
-            coarse = model(coarse_images, coarse_K, coarse_E, depth_min, depth_max)
+            coarse = run(coarse_ids, coarse_images, coarse_K, coarse_E)
             coarse_depth, coarse_confidence = (
                 F.interpolate(coarse[key].float()[:, None], size=(height, width), mode="bilinear",
                               align_corners=False)[:, 0]
@@ -250,7 +304,7 @@ def predict_view(
                 options = {"initial_depth": coarse_depth}
             else:
                 options = {"guide": (coarse_depth, coarse_confidence), "early_views": early}
-        out = model(images, K, E, depth_min, depth_max, **options)
+        out = run(view_ids, images, K, E, **options)
     depth = out["depth"][0].float().cpu().numpy()
     confidence = out["confidence"][0].float().cpu().numpy()
     return depth, confidence, ref_image
@@ -303,6 +357,9 @@ class SceneReconstruction:
         sizes = [(self.width, self.height)] + ([self.coarse_size] if self.coarse_size else [])
         per_view = max(self.config.num_views, coarse_views) * len(sizes)
         self.images = ResizedImages(scene, capacity=max(24, 3 * per_view), sizes=sizes)
+        on_cpu = str(self.config.device) == "cpu"
+        self.features = (FeatureCache(int(self.config.feature_cache_gb * 1e9))
+                         if on_cpu and self.config.feature_cache_gb > 0 and hasattr(model, "image_features") else None)
 
     def depth_maps(self) -> Iterator[ViewDepth]:
         """Run the network on every reference view in turn, yielding each result as it is done."""
@@ -319,6 +376,7 @@ class SceneReconstruction:
             depth, confidence, image = predict_view(
                 self.model, self.scene, reference, sources, self.width, self.height, self.config.device,
                 self.coarse_size, self.config.early_views, self.config.mixed_precision, self.images, coarse_sources,
+                self.features,
             )
             self.depths[reference], self.confidences[reference] = depth, confidence
             yield ViewDepth(reference, sources, depth, confidence, image, time.perf_counter() - tick)

@@ -18,6 +18,7 @@ from mvs.data.scene import load_scene
 from mvs.inference import (
     ReconstructConfig,
     ResizedImages,
+    SceneReconstruction,
     first_pass_size,
     predict_view,
     reconstruct_scene,
@@ -194,6 +195,28 @@ def test_sources_scored_far_below_the_best_are_not_used(tmp_path):
     assert json.loads((tmp_path / "cli" / "reconstruction.json").read_text())["config"]["min_source_score"] == 0.0
     assert mvs_main(["reconstruct", str(tmp_path / "scene"), "--out", str(tmp_path / "bad"),
                      "--min-source-score", "1.5"]) == 2
+
+
+def test_feature_pyramids_kept_across_views_give_the_same_depth_maps(tmp_path):
+    make_plane_scene(tmp_path / "scene", views=6, width=96, height=64)
+    scene = load_scene(tmp_path / "scene")
+    model, _ = load_model()
+    options = dict(coarse_max_dim=48, num_views=4, coarse_views=5, fuse=False, previews=False)
+    kept = SceneReconstruction(scene, model, ReconstructConfig(**options))
+    fresh = SceneReconstruction(scene, model, ReconstructConfig(feature_cache_gb=0, **options))
+    assert fresh.features is None
+    for a, b in zip(kept.depth_maps(), fresh.depth_maps(), strict=True):
+        np.testing.assert_allclose(a.depth, b.depth, rtol=1e-5)
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-5)
+    # 6 views at two sizes, each image's pyramid computed once per size (all fit in the cache)
+    # instead of (5 + 4) times per reference view.
+    assert kept.features.computed == 12
+    tiny = SceneReconstruction(scene, model, ReconstructConfig(feature_cache_gb=1e-9, **options))
+    for _ in tiny.depth_maps():
+        pass
+    assert tiny.features.computed == 6 * (5 + 4)  # room for nothing: every pyramid computed again
+    with pytest.raises(ValueError, match="feature_cache_gb"):
+        ReconstructConfig(feature_cache_gb=-1)
 
 
 def test_coarse_views_option_reaches_the_reconstruction(tmp_path):

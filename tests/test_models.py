@@ -657,6 +657,23 @@ def test_early_views_limit_the_stages_before_the_last():
               guide=(torch.ones(1, 48, 64), torch.ones(1, 48, 64)))
 
 
+def test_precomputed_pyramid_gives_the_same_output():
+    torch.manual_seed(0)
+    model = CascadeMVSNet(tiny_config()).eval()
+    images, K, E, dmin, dmax = small_rig(2, 3, 45, 61)  # odd size: the pyramid is of padded images
+    with torch.inference_mode():
+        direct = model(images, K, E, dmin, dmax)
+        # Features computed one image at a time, in another order, then put back in place.
+        per_image = [model.image_features(image[None]) for image in images.reshape(6, 3, 45, 61).flip(0)]
+        pyramid = [torch.cat([levels[k] for levels in per_image[::-1]]) for k in range(3)]
+        given = model(images, K, E, dmin, dmax, pyramid=pyramid)
+        assert [tuple(level.shape) for level in pyramid] == [(6, 16, 12, 16), (6, 8, 24, 32), (6, 8, 48, 64)]
+        with pytest.raises(ValueError, match="pyramid must be"):
+            model(images, K, E, dmin, dmax, pyramid=[level[:3] for level in pyramid])
+    torch.testing.assert_close(given["depth"], direct["depth"])
+    torch.testing.assert_close(given["confidence"], direct["confidence"])
+
+
 def test_network_training_mode_and_gradients():
     torch.manual_seed(0)
     config = tiny_config(visibility_weights=True)

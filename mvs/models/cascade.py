@@ -86,6 +86,7 @@ class CascadeMVSNet(nn.Module):
         initial_depth: torch.Tensor | None = None,
         guide: tuple[torch.Tensor, torch.Tensor] | None = None,
         early_views: int | None = None,
+        pyramid: list[torch.Tensor] | None = None,
     ) -> dict:
         """Estimate the reference view's depth.
 
@@ -111,6 +112,10 @@ class CascadeMVSNet(nn.Module):
             early_views: stages before the last use only the first ``early_views`` views
                 (reference included, >= 2; default all V). Sources add less to the stages
                 whose depth the guide mostly overrides than to the last one.
+            pyramid: :meth:`image_features` of these images (flattened to (B*V, 3, H, W)),
+                computed beforehand: each image is a source of several reference views, so
+                reconstruction keeps its features instead of computing them for every view.
+                None: computed here.
 
         Returns:
             dict with
@@ -132,10 +137,19 @@ class CascadeMVSNet(nn.Module):
 
         m = self.SIZE_MULTIPLE
         padded_h, padded_w = math.ceil(height / m) * m, math.ceil(width / m) * m
-        flat = standardize_images(images.reshape(batch * num_views, 3, height, width).float())
-        if (padded_h, padded_w) != (height, width):
-            flat = F.pad(flat, (0, padded_w - width, 0, padded_h - height), mode="replicate")
-        pyramid = self.features(flat)  # [(B*V, C_k, Hp/s_k, Wp/s_k)]
+        if pyramid is None:
+            pyramid = self.image_features(images.reshape(batch * num_views, 3, height, width))
+        else:
+            expected = [
+                (batch * num_views, c, padded_h // s, padded_w // s)
+                for c, s in zip(config.feature_channels, config.stage_strides, strict=True)
+            ]
+            if [tuple(level.shape) for level in pyramid] != expected:
+                raise ValueError(
+                    f"pyramid must be {expected} (image_features of the images), got "
+                    f"{[tuple(level.shape) for level in pyramid]}"
+                )
+        # pyramid: [(B*V, C_k, Hp/s_k, Wp/s_k)]
 
         first_interval = base_interval(
             depth_min,
@@ -231,6 +245,29 @@ class CascadeMVSNet(nn.Module):
         if guided is not None:
             out["guided"] = _resize(guided.float(), padded_h, padded_w)[:, :height, :width] > 0.5
         return out
+
+    def image_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The feature pyramid of each image, as :meth:`forward` computes it.
+
+        Each image's features depend on that image alone (BatchNorm is a fixed affine map
+        in ``eval()``), so features computed once serve every reference view the image is
+        a source of.
+
+        Args:
+            images: (N, 3, H, W) float, any affine intensity scale.
+
+        Returns:
+            Coarse to fine, one (N, C_k, Hp / s_k, Wp / s_k) map per stage (C_k
+            ``config.feature_channels[k]``, s_k ``config.stage_strides[k]``), where (Hp, Wp)
+            is (H, W) padded to a multiple of :attr:`SIZE_MULTIPLE`.
+        """
+        _, _, height, width = images.shape
+        m = self.SIZE_MULTIPLE
+        padded_h, padded_w = math.ceil(height / m) * m, math.ceil(width / m) * m
+        flat = standardize_images(images.float())
+        if (padded_h, padded_w) != (height, width):
+            flat = F.pad(flat, (0, padded_w - width, 0, padded_h - height), mode="replicate")
+        return self.features(flat)
 
     def _guided_seed(
         self,
