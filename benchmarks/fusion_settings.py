@@ -74,7 +74,11 @@ PLOT_NAMES = {"confidence_threshold": "conf", "reprojection_error": "px", "relat
               "min_consistent_views": "views", "consistency": "mode"}
 
 
-def short_label(setting: dict) -> str:
+def short_label(setting: dict, defaults: dict | None = None) -> str:
+    """Plot label; {} names the defaults of the run (they change between runs)."""
+    if not setting and defaults:
+        return (f"defaults (conf {defaults['confidence_threshold']}, "
+                f"views {defaults['min_consistent_views']})")
     return "defaults" if not setting else ", ".join(f"{PLOT_NAMES.get(k, k)} {v}" for k, v in setting.items())
 
 
@@ -101,7 +105,7 @@ def annotate_apart(ax, points: list[tuple[float, float]], labels: list[str]) -> 
         placed.append(box)
 
 
-def plot(rows: list[dict], synthetic: dict, path: Path) -> None:
+def plot(rows: list[dict], synthetic: dict, path: Path, defaults: dict | None = None) -> None:
     has_dtu = any("dtu_silhouette" in r for r in rows)
     fig, axes = plt.subplots(1, 2 if has_dtu else 1, figsize=(13 if has_dtu else 7, 5.5), squeeze=False)
     ax = axes[0, 0]
@@ -122,7 +126,7 @@ def plot(rows: list[dict], synthetic: dict, path: Path) -> None:
         ax.set_title("DTU scan 24, 800x600")
         ax.grid(alpha=0.3)
     fig.tight_layout()  # final axes limits before the labels are measured
-    labels = [short_label(r["setting"]) for r in rows]
+    labels = [short_label(r["setting"], defaults) for r in rows]
     annotate_apart(axes[0, 0], [(r["completeness"], r["accuracy"]) for r in rows], labels)
     if has_dtu:
         annotate_apart(axes[0, 1], [(r["dtu_points"] / 1e6, 100 * r["dtu_silhouette"]) for r in rows], labels)
@@ -149,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.replot:
         saved = json.loads((RESULTS / f"{args.name}.json").read_text())
-        plot(saved["rows"], saved["synthetic"], RESULTS / f"{args.name}.png")
+        plot(saved["rows"], saved["synthetic"], RESULTS / f"{args.name}.png", saved.get("defaults"))
         return
     for setting in args.settings:
         FusionConfig(**setting)  # a bad field fails here, before minutes of reconstruction
@@ -196,7 +200,7 @@ def main() -> None:
                           if dtu is not None else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
     synthetic = {"seed": HELD_OUT_SEED, "size": args.size, "views": args.views, "gt_spacing": GT_SPACING}
-    plot(rows, synthetic, RESULTS / f"{args.name}.png")
+    plot(rows, synthetic, RESULTS / f"{args.name}.png", FusionConfig().__dict__)
     write_result(args.name, {
         "synthetic": synthetic,
         "dtu_max_dim": None if dtu is None else args.dtu_max_dim, "num_views": args.num_views,
