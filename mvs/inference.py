@@ -49,8 +49,8 @@ class ReconstructConfig:
     coarse_max_dim: int | None = 640
     # Reference + sources (pair.txt lists at most 10, so 11 is all of them). Averaging more
     # sources' matching costs puts more pixels right: on the held-out synthetic scene at
-    # 1600x1152, 86.2% / 92.9% within 2 / 4 mm against 83.2% / 92.0% with 5, for about 1.5x
-    # the time per view (README, Measured results). Sources that see little of the
+    # 1600x1152, 86.2% / 92.9% within 2 / 4 mm against 83.2% / 92.0% with 5, for 1.5-1.7x
+    # the time per view on a CPU (README, Measured results). Sources that see little of the
     # reference are left out by ``min_source_score`` instead (a sparse ring keeps its two
     # neighbours); ``5`` is the fast setting.
     num_views: int = 11
@@ -185,7 +185,7 @@ class FeatureCache:
     """The network's feature pyramid of each image at each size, the most recently used kept.
 
     Each image is a source of about ten reference views; on a CPU its feature pyramid at
-    1600x1152 costs about 0.2 s, recomputed for every one of them. Neighbouring reference
+    1600x1152 costs about 0.25 s, recomputed for every one of them. Neighbouring reference
     views share most sources, so a cache of about 16 images at that size (1.3 GB) leaves
     some 2.7 of the 11 views of each reference view to compute (DTU scan 24 and the
     synthetic scenes' pair lists). At most ``capacity_bytes`` of features are kept.
