@@ -42,13 +42,13 @@ from mvs.data.synthetic import SynthConfig, generate_scene  # noqa: E402
 from mvs.demo import HELD_OUT_SEED, DemoConfig  # noqa: E402
 from mvs.evaluation import EvalConfig, GroundTruth, evaluate_point_cloud, silhouette_consistency  # noqa: E402
 from mvs.fusion import FusionConfig, fuse_depth_maps  # noqa: E402
-from mvs.inference import read_depth_maps  # noqa: E402
+from mvs.inference import ReconstructConfig, read_depth_maps  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 GT_SPACING = DemoConfig().gt_spacing
 
-# Changes to the defaults (FusionConfig: confidence 0.95, 2 agreeing views, 1 px, 1 %):
-# the earlier defaults (0.3, 3 views), lower and higher confidence bars, fewer and more
+# Changes to the defaults of FusionConfig (recorded in each result file): the first
+# defaults (0.3, 3 views), lower and higher confidence bars, fewer and more
 # agreeing views, looser and tighter geometric checks, and the dynamic ladder.
 DEFAULT_SETTINGS = [
     {},
@@ -143,7 +143,8 @@ def main() -> None:
                         help="JSON objects of FusionConfig fields; {} is the defaults")
     parser.add_argument("--size", default="640x512")
     parser.add_argument("--views", type=int, default=49)
-    parser.add_argument("--num-views", type=int, default=5, help="reference + sources when reconstructing")
+    parser.add_argument("--num-views", type=int, default=ReconstructConfig().num_views,
+                        help="reference + sources when reconstructing (default as mvs reconstruct)")
     parser.add_argument("--dtu-max-dim", type=int, default=800)
     parser.add_argument("--skip-dtu", action="store_true")
     parser.add_argument("--device", default="cpu")

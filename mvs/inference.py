@@ -214,12 +214,16 @@ class FeatureCache:
         for key in keys:
             if key in fresh:
                 self._cache[key] = fresh[key]
-                self._bytes += sum(level.numel() * level.element_size() for level in fresh[key])
+                self._bytes += _nbytes(fresh[key])
             self._cache.move_to_end(key)
         while self._bytes > self.capacity_bytes and len(self._cache) > 1:
             _, evicted = self._cache.popitem(last=False)
-            self._bytes -= sum(level.numel() * level.element_size() for level in evicted)
+            self._bytes -= _nbytes(evicted)
         return pyramid
+
+
+def _nbytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def prepare_views(scene: Scene, view_ids: list[int], width: int, height: int, device: str,

@@ -135,8 +135,7 @@ class CascadeMVSNet(nn.Module):
         intrinsics, extrinsics = intrinsics.to(dtype), extrinsics.to(dtype)
         depth_min, depth_max = depth_min.to(dtype), depth_max.to(dtype)
 
-        m = self.SIZE_MULTIPLE
-        padded_h, padded_w = math.ceil(height / m) * m, math.ceil(width / m) * m
+        padded_h, padded_w = self._padded_size(height, width)
         if pyramid is None:
             pyramid = self.image_features(images.reshape(batch * num_views, 3, height, width))
         else:
@@ -168,7 +167,7 @@ class CascadeMVSNet(nn.Module):
                     f"initial_depth must be {(batch, height, width)}, got {tuple(initial_depth.shape)}"
                 )
             first_stage = config.num_stages - 1
-            previous = _pad_to(initial_depth.to(dtype), m)  # (B, Hp, Wp)
+            previous = _pad_to(initial_depth.to(dtype), self.SIZE_MULTIPLE)  # (B, Hp, Wp)
         if guide is not None:
             if initial_depth is not None:
                 raise ValueError("give initial_depth or guide, not both")
@@ -246,6 +245,12 @@ class CascadeMVSNet(nn.Module):
             out["guided"] = _resize(guided.float(), padded_h, padded_w)[:, :height, :width] > 0.5
         return out
 
+    @classmethod
+    def _padded_size(cls, height: int, width: int) -> tuple[int, int]:
+        """(height, width) rounded up to multiples of :attr:`SIZE_MULTIPLE`."""
+        m = cls.SIZE_MULTIPLE
+        return math.ceil(height / m) * m, math.ceil(width / m) * m
+
     def image_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The feature pyramid of each image, as :meth:`forward` computes it.
 
@@ -262,8 +267,7 @@ class CascadeMVSNet(nn.Module):
             is (H, W) padded to a multiple of :attr:`SIZE_MULTIPLE`.
         """
         _, _, height, width = images.shape
-        m = self.SIZE_MULTIPLE
-        padded_h, padded_w = math.ceil(height / m) * m, math.ceil(width / m) * m
+        padded_h, padded_w = self._padded_size(height, width)
         flat = standardize_images(images.float())
         if (padded_h, padded_w) != (height, width):
             flat = F.pad(flat, (0, padded_w - width, 0, padded_h - height), mode="replicate")
